@@ -1,0 +1,139 @@
+"""Effects: what a core step asks the shell to do, as data.
+
+The core never delivers anything itself. It returns these, and the shell turns
+them into Attach events, completed RPCs, log lines and (later) journal records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from mediatord.core.model import DomainState, HostState, VcpuPower
+
+Regs = tuple[int, int, int, int]
+
+
+class ShutdownReason(Enum):
+    POWEROFF = 0
+    REBOOT = 1
+
+
+# ---- the kinds of VcpuEvent (the contract's oneof)
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    entry_point: int
+    context_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    entry_point: int
+    context_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Unpause:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    irq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    reason: ShutdownReason
+
+
+@dataclass(frozen=True, slots=True)
+class SuspendRequest:
+    deadline_ns: int
+
+
+EventKind = Start | Resume | Pause | Unpause | Wake | Shutdown | SuspendRequest
+
+
+# ---- effects
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    """A VcpuEvent for the domain's Attach stream, already numbered."""
+
+    domain_id: int
+    domain: str
+    seq: int
+    vcpu: int
+    kind: EventKind
+
+
+@dataclass(frozen=True, slots=True)
+class CallCompleted:
+    """A blocked call (standby CPU_SUSPEND) of this vCPU now returns ``regs``."""
+
+    domain_id: int
+    vcpu: int
+    regs: Regs
+
+
+@dataclass(frozen=True, slots=True)
+class CallAborted:
+    """A blocked call of this vCPU can never return (its domain went away)."""
+
+    domain_id: int
+    vcpu: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VcpuPowerChanged:
+    domain_id: int
+    domain: str
+    vcpu: int
+    power: VcpuPower
+
+
+@dataclass(frozen=True, slots=True)
+class DomainStateChanged:
+    domain_id: int
+    domain: str
+    state: DomainState
+
+
+@dataclass(frozen=True, slots=True)
+class DomainCreated:
+    domain_id: int
+    domain: str
+
+
+@dataclass(frozen=True, slots=True)
+class DomainDestroyed:
+    domain_id: int
+    domain: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostStateChanged:
+    state: HostState
+    suspend_requested: bool
+
+
+Effect = (
+    DomainEvent
+    | CallCompleted
+    | CallAborted
+    | VcpuPowerChanged
+    | DomainStateChanged
+    | DomainCreated
+    | DomainDestroyed
+    | HostStateChanged
+)
