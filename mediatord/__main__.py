@@ -1,0 +1,5 @@
+import sys
+
+from mediatord.cli import main
+
+sys.exit(main())

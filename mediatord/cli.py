@@ -1,0 +1,176 @@
+"""Command line: ``mediatord serve | check-board | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from mediatord import __version__, logs
+from mediatord.board import BoardError, load_board
+from mediatord.core.config import BoardConfig
+from mediatord.server import app
+
+DESCRIPTION = """\
+mediatord: a PSCI / EEMI mediator daemon. Guest agents send the raw SMC/HVC calls
+of their vCPUs over gRPC and get exact SMCCC results and vCPU events back; the
+daemon keeps the authoritative domain, vCPU, device and host power state.
+"""
+
+EPILOG = """\
+exit codes: 0 ok, 1 the board or listener was refused, 2 usage error.
+The wire contract is proto/mediator/v1/mediator.proto; see README.md and docs/.
+"""
+
+
+def _board_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--board",
+        metavar="FILE",
+        type=Path,
+        help="TOML board file (domains, devices, pCPUs); default: the embedded ZCU102 board "
+        "with dom0, domu1 and domu2 (docs/board-file.md)",
+    )
+
+
+def _listen_args(parser: argparse.ArgumentParser, default_tcp: str | None) -> None:
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        action="append",
+        default=[],
+        help="development listener on loopback TCP (127.0.0.0/8, [::1] or localhost; "
+        f"port 0 picks a free one){f'; default {default_tcp}' if default_tcp else ''}. "
+        "Identity comes from metadata x-mediator-domain, so other addresses are refused",
+    )
+    parser.add_argument(
+        "--unix",
+        metavar="PATH",
+        type=Path,
+        action="append",
+        default=[],
+        help="development listener on a unix socket, created mode 0600",
+    )
+
+
+def _log_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", choices=logs.LEVELS, default="info")
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default="auto",
+        help="auto: key=value on a terminal, JSON lines otherwise (logs go to stderr)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mediatord",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mediatord {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the daemon",
+        description="Boot the board's domains and serve the Guest and Control gRPC services "
+        "(plus grpc.health.v1 and server reflection) until SIGINT/SIGTERM.",
+    )
+    _board_arg(serve)
+    _listen_args(serve, app.DEFAULT_LISTEN)
+    _log_args(serve)
+
+    check = commands.add_parser(
+        "check-board",
+        help="validate a board file",
+        description="Read a board file and report every problem with its key, or print a "
+        "summary of the board when it is valid.",
+    )
+    check.add_argument("file", metavar="FILE", type=Path)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the daemon with a scripted guest session (what `make run` does)",
+        description="Start the daemon (on a private unix socket unless --listen/--unix is "
+        "given), drive a short session as dom0, domu1 and domu2 over gRPC, print every call, "
+        "result and vCPU event, and exit 0 when it ends.",
+    )
+    _board_arg(demo)
+    _listen_args(demo, None)
+    demo.add_argument(
+        "--serve-forever", action="store_true", help="keep serving after the demo until Ctrl-C"
+    )
+    demo.add_argument("--log-level", choices=logs.LEVELS, default="warning")
+    return parser
+
+
+def _listeners(args: argparse.Namespace, default_tcp: str | None) -> list[app.Listener]:
+    listeners = [app.Listener(tcp=a) for a in args.listen]
+    listeners += [app.Listener(unix=p) for p in args.unix]
+    if not listeners and default_tcp:
+        listeners.append(app.Listener(tcp=default_tcp))
+    return listeners
+
+
+def _summary(board: BoardConfig) -> str:
+    lines = [
+        f"board {board.name}: backend {board.backend}, {board.pcpus} pCPUs "
+        f"(boot pCPU {board.boot_pcpu}), {len(board.devices)} devices"
+    ]
+    for domain in sorted(board.domains, key=lambda d: d.id):
+        arch = "aarch32" if domain.aarch32 else "aarch64"
+        lines.append(
+            f"  domain {domain.id} {domain.name}: {domain.vcpus} vCPUs, RAM {domain.ram_base:#x}"
+            f" + {domain.ram_size:#x}, {arch}, devices: {', '.join(domain.devices) or 'none'}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check-board":
+            print(_summary(load_board(args.file)))
+            return 0
+        board = load_board(args.board)
+        if args.command == "serve":
+            logs.configure(args.log_level, args.log_format)
+            listeners = _listeners(args, app.DEFAULT_LISTEN)
+            for listener in listeners:
+                if listener.tcp is not None:
+                    app.require_loopback(listener.tcp)
+            asyncio.run(_serve(board, listeners))
+            return 0
+        logs.configure(args.log_level, "console")
+        listeners = _listeners(args, None)
+        asyncio.run(_demo(board, listeners[0] if listeners else None, args.serve_forever))
+        return 0
+    except BoardError as error:
+        print(f"mediatord: invalid board file\n{error}", file=sys.stderr)
+        return 1
+    except app.ListenError as error:
+        print(f"mediatord: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(board: BoardConfig, listeners: list[app.Listener]) -> None:
+    server = await app.start(board, listeners)
+    for address in server.addresses:
+        print(f"mediatord listening on {address}", flush=True)
+    await app.serve_until_signalled(server)
+
+
+async def _demo(board: BoardConfig, listener: app.Listener | None, forever: bool) -> None:
+    from mediatord import demo
+
+    await demo.run(board, listener, forever, sys.stdout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The imperative shell: gRPC services around the core, listeners, event delivery."""

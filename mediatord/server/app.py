@@ -1,0 +1,196 @@
+"""Build and run the gRPC server: listeners, services, health, reflection, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mediatord import logs
+from mediatord.api.mediator.v1 import mediator_pb2 as pb
+from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
+from mediatord.core.config import BoardConfig
+from mediatord.core.mediator import Mediator
+from mediatord.server.auth import AuthInterceptor
+from mediatord.server.engine import Engine
+from mediatord.server.services import ControlService, GuestService
+
+DEFAULT_LISTEN: Final = "127.0.0.1:50051"
+SERVICES: Final = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
+# An SmcCall is at most ~200 bytes; nothing legitimate comes near this.
+MAX_MESSAGE_BYTES: Final = 1 << 20
+SHUTDOWN_GRACE_SECONDS: Final = 2.0
+
+log = logs.get("mediatord.server")
+
+
+class ListenError(Exception):
+    """A listener that must not or cannot be opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A development listener: loopback TCP (``host:port``) or a unix socket path."""
+
+    tcp: str | None = None
+    unix: Path | None = None
+
+    def describe(self, port: int | None = None) -> str:
+        if self.unix is not None:
+            return f"unix:{self.unix}"
+        assert self.tcp is not None
+        host, _ = split_host_port(self.tcp)
+        return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``127.0.0.1:50051`` / ``[::1]:50051`` / ``localhost:0`` into host and port."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host:
+        raise ListenError(f"{address!r} is not HOST:PORT (e.g. 127.0.0.1:50051)")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ListenError(f"{address!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ListenError(f"{address!r}: port must be 0..65535")
+    return host, port
+
+
+def require_loopback(address: str) -> None:
+    """The development listener trusts metadata for identity, so loopback only."""
+    host, _ = split_host_port(address)
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise ListenError(f"{host!r} is not an IP address or 'localhost'") from None
+    if not loopback:
+        raise ListenError(
+            f"refusing to listen on {address} without TLS: the development listener takes "
+            "identity from metadata, so it only binds loopback (127.0.0.0/8, ::1) or a unix "
+            "socket (--unix PATH)"
+        )
+
+
+def _claim_socket_path(path: Path) -> None:
+    """Remove a stale socket file; refuse if a live server or another file is there."""
+    if not path.exists():
+        return
+    if not stat.S_ISSOCK(path.stat().st_mode):
+        raise ListenError(f"{path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()
+            return
+    raise ListenError(f"{path} is in use by a running server")
+
+
+@dataclass
+class Server:
+    """A running mediatord: the gRPC server and the engine it serves."""
+
+    engine: Engine
+    grpc_server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    addresses: list[str] = field(default_factory=list)
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.grpc_server.stop(grace)
+        log.info("stopped")
+
+
+async def start(board: BoardConfig, listeners: list[Listener]) -> Server:
+    """Boot the board's domains and serve them on every listener."""
+    if not listeners:
+        raise ListenError("no listener given")
+    mediator, boot_effects = Mediator.boot(board)
+    engine = Engine(mediator, boot_effects)
+    grpc_server = grpc.aio.server(
+        interceptors=[AuthInterceptor(engine.hardware_domain)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_GuestServicer_to_server(GuestService(engine), grpc_server)
+    pb_grpc.add_ControlServicer_to_server(ControlService(engine), grpc_server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    reflection.enable_server_reflection(
+        (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
+    )
+
+    server = Server(engine, grpc_server, health_servicer)
+    for listener in listeners:
+        server.addresses.append(_bind(grpc_server, listener))
+    await grpc_server.start()
+    for name in ("", *SERVICES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    for address in server.addresses:
+        log.info("listening", address=address, board=board.name, domains=len(board.domains))
+        if address.startswith("unix:"):
+            continue
+        log.warning(
+            "insecure loopback listener: Control RPCs are open to every local user",
+            address=address,
+        )
+    return server
+
+
+def _bind(grpc_server: grpc.aio.Server, listener: Listener) -> str:
+    if listener.unix is not None:
+        path = listener.unix
+        _claim_socket_path(path)
+        # The socket is the credential on this listener: create it 0600 with no
+        # window in which another user could connect.
+        old_umask = os.umask(0o177)
+        try:
+            port = grpc_server.add_insecure_port(f"unix:{path}")
+        finally:
+            os.umask(old_umask)
+        if not port:
+            raise ListenError(f"cannot listen on unix:{path}")
+        path.chmod(0o600)
+        return listener.describe()
+    assert listener.tcp is not None
+    require_loopback(listener.tcp)
+    try:
+        port = grpc_server.add_insecure_port(listener.tcp)
+    except RuntimeError as exc:
+        raise ListenError(f"cannot listen on {listener.tcp}: {exc}") from None
+    return listener.describe(port)
+
+
+async def serve_until_signalled(server: Server) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    waiter = asyncio.ensure_future(server.grpc_server.wait_for_termination())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not waiter.done():
+        log.info("shutting down")
+        await server.stop()
+    waiter.cancel()

@@ -1,0 +1,220 @@
+"""The single writer between the gRPC services and the core.
+
+Every change to the system goes through an :class:`Engine` method. They run on
+the event-loop thread and call the core synchronously, without awaiting in
+between, so no two operations ever interleave: the event loop is the writer's
+lock. The engine then applies the effects the core returned: it numbers nothing
+(the core did), it only delivers — VcpuEvents into each domain's mailbox for its
+Attach stream, results to calls blocked in CPU_SUSPEND, and a log line per
+state change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from mediatord import logs
+from mediatord.core import effects as fx
+from mediatord.core.config import DomainConfig
+from mediatord.core.effects import Effect, Regs
+from mediatord.core.mediator import (
+    Blocked,
+    Created,
+    Destroyed,
+    Mediator,
+    Raised,
+    Refusal,
+    Refused,
+    Returned,
+)
+
+# Events kept for a domain whose agent is not attached. Beyond this the oldest
+# are dropped (and counted); the agent sees the gap in the sequence numbers.
+MAILBOX_LIMIT: Final = 4096
+
+log = logs.get("mediatord.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class Aborted:
+    """A blocked call that will never return (its domain shut down or went away)."""
+
+    reason: str
+
+
+class Mailbox:
+    """The VcpuEvents of one domain, waiting for (or streaming to) its Attach.
+
+    One Attach reads at a time; a newer Attach takes over from an older one.
+    An event leaves the mailbox only after it was handed to the stream, so an
+    agent that reconnects gets everything it had not received.
+    """
+
+    def __init__(self, domain_id: int, name: str) -> None:
+        self.domain_id = domain_id
+        self.name = name
+        self.events: deque[fx.DomainEvent] = deque()
+        self.dropped = 0
+        self.closed: str | None = None
+        self._generation = 0
+        self._ready = asyncio.Event()
+
+    def put(self, event: fx.DomainEvent) -> None:
+        if len(self.events) >= MAILBOX_LIMIT:
+            self.events.popleft()
+            self.dropped += 1
+            log.warning("event dropped", domain=self.name, dropped=self.dropped)
+        self.events.append(event)
+        self._ready.set()
+
+    def close(self, reason: str) -> None:
+        self.closed = reason
+        self._ready.set()
+
+    def take_over(self) -> int:
+        """Start a new reader; the previous one (if any) stops at its next event."""
+        self._generation += 1
+        self._ready.set()
+        return self._generation
+
+    def superseded(self, generation: int) -> bool:
+        return generation != self._generation
+
+    async def follow(self, generation: int) -> AsyncIterator[fx.DomainEvent]:
+        """Yield events in order until the mailbox closes or a newer reader takes over."""
+        while True:
+            if self.superseded(generation) or self.closed is not None:
+                return
+            if not self.events:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            event = self.events[0]
+            yield event
+            # Handed over: now it may leave (unless a newer reader already took it).
+            if self.events and self.events[0] is event:
+                self.events.popleft()
+
+
+class Engine:
+    """Owns the :class:`Mediator` for a running server and delivers its effects."""
+
+    def __init__(self, mediator: Mediator, boot_effects: Iterable[Effect] = ()) -> None:
+        self.mediator = mediator
+        self.mailboxes: dict[int, Mailbox] = {}
+        self._blocked: dict[tuple[int, int], asyncio.Future[Regs | Aborted]] = {}
+        self._apply(boot_effects)
+
+    # ---------------------------------------------------------------- guest
+
+    async def call(
+        self, domain: str, vcpu: int, function_id: int, args: Sequence[int]
+    ) -> Regs | Refused | Aborted:
+        """Run one guest call; a standby CPU_SUSPEND waits here until an interrupt."""
+        outcome = self.mediator.call(domain, vcpu, function_id, args)
+        if type(outcome) is Returned:
+            if outcome.effects:
+                self._apply(outcome.effects)
+            return outcome.regs
+        if isinstance(outcome, Refused):
+            return outcome
+        assert isinstance(outcome, Blocked)
+        waiter: asyncio.Future[Regs | Aborted] = asyncio.get_running_loop().create_future()
+        domain_id = self.mediator.system.names[domain]
+        self._blocked[(domain_id, vcpu)] = waiter
+        self._apply(outcome.effects)
+        log.info("vcpu blocked", domain=domain, vcpu=vcpu, function=f"{function_id:#010x}")
+        return await waiter
+
+    def attach(self, domain: str) -> tuple[Mailbox, int] | Refused:
+        domain_id = self.mediator.system.names.get(domain)
+        if domain_id is None:
+            return Refused(Refusal.UNKNOWN_DOMAIN, f"no domain named {domain!r}")
+        mailbox = self.mailboxes[domain_id]
+        generation = mailbox.take_over()
+        log.info("attached", domain=domain, backlog=len(mailbox.events))
+        return mailbox, generation
+
+    def hardware_domain(self, name: str) -> bool | None:
+        """Whether ``name`` is the hardware domain; None when no such domain exists."""
+        domain = self.mediator.system.domain(name)
+        return None if domain is None else domain.hardware_domain
+
+    # -------------------------------------------------------------- control
+
+    def create_domain(self, config: DomainConfig) -> Created | Refused:
+        result = self.mediator.create_domain(config)
+        if isinstance(result, Created):
+            self._apply(result.effects)
+        return result
+
+    def destroy_domain(self, name: str) -> Destroyed | Refused:
+        result = self.mediator.destroy_domain(name)
+        if isinstance(result, Destroyed):
+            self._apply(result.effects)
+        return result
+
+    def raise_interrupt(self, irq: int, domain: str, vcpu: int) -> Raised | Refused:
+        result = self.mediator.raise_interrupt(irq, domain, vcpu)
+        if isinstance(result, Raised):
+            log.info(
+                "interrupt",
+                irq=irq,
+                outcome=result.outcome.value,
+                domain=result.domain,
+                vcpu=result.vcpu,
+                reason=result.reason or None,
+            )
+            self._apply(result.effects)
+        return result
+
+    # -------------------------------------------------------------- effects
+
+    def _apply(self, effects: Iterable[Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case fx.DomainEvent():
+                    self.mailboxes[effect.domain_id].put(effect)
+                    log.info(
+                        "vcpu event",
+                        domain=effect.domain,
+                        vcpu=effect.vcpu,
+                        seq=effect.seq,
+                        kind=type(effect.kind).__name__.lower(),
+                    )
+                case fx.CallCompleted():
+                    self._finish(effect.domain_id, effect.vcpu, effect.regs)
+                case fx.CallAborted():
+                    self._finish(effect.domain_id, effect.vcpu, Aborted(effect.reason))
+                case fx.VcpuPowerChanged():
+                    log.info(
+                        "vcpu power",
+                        domain=effect.domain,
+                        vcpu=effect.vcpu,
+                        power=effect.power.value,
+                    )
+                case fx.DomainStateChanged():
+                    log.info("domain state", domain=effect.domain, state=effect.state.value)
+                case fx.DomainCreated():
+                    self.mailboxes[effect.domain_id] = Mailbox(effect.domain_id, effect.domain)
+                    log.info("domain created", domain=effect.domain, domain_id=effect.domain_id)
+                case fx.DomainDestroyed():
+                    mailbox = self.mailboxes.pop(effect.domain_id)
+                    mailbox.close(f"domain {effect.domain} was destroyed")
+                    log.info("domain destroyed", domain=effect.domain)
+                case fx.HostStateChanged():
+                    log.info(
+                        "host state",
+                        state=effect.state.value,
+                        suspend_requested=effect.suspend_requested,
+                    )
+
+    def _finish(self, domain_id: int, vcpu: int, result: Regs | Aborted) -> None:
+        waiter = self._blocked.pop((domain_id, vcpu), None)
+        # The RPC may have been cancelled meanwhile; the vCPU still woke.
+        if waiter is not None and not waiter.done():
+            waiter.set_result(result)

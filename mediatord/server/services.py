@@ -1,0 +1,181 @@
+"""The Guest and Control servicers: decode the request, ask the engine, encode.
+
+They hold no state of their own. Authorization already happened in
+:class:`mediatord.server.auth.AuthInterceptor`; here a refusal from the core is
+mapped to its gRPC status and everything else becomes a reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Final, NoReturn
+
+import grpc
+
+from mediatord import logs
+from mediatord.api.mediator.v1 import mediator_pb2 as pb
+from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
+from mediatord.core.config import DomainConfig
+from mediatord.core.effects import Regs
+from mediatord.core.mediator import Refusal, Refused
+from mediatord.server import convert
+from mediatord.server.auth import DOMAIN_KEY, metadata_value
+from mediatord.server.engine import Aborted, Engine
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+STATUS: Final = {
+    Refusal.UNKNOWN_DOMAIN: grpc.StatusCode.UNAUTHENTICATED,
+    Refusal.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    Refusal.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    Refusal.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Refusal.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+}
+CONDUITS: Final = frozenset(pb.Conduit.values())
+
+log = logs.get("mediatord.rpc")
+
+
+async def refuse(context: Context, refused: Refused, **fields: object) -> NoReturn:
+    log.info("refused", reason=refused.reason.value, message=refused.message, **fields)
+    await context.abort(STATUS[refused.reason], refused.message)
+
+
+def calling_domain(context: Context) -> str:
+    # The AuthInterceptor has already refused Guest RPCs without it.
+    domain = metadata_value(context.invocation_metadata(), DOMAIN_KEY)
+    assert domain is not None
+    return domain
+
+
+class GuestService(pb_grpc.GuestServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def _call(self, domain: str, request: pb.SmcCall, context: Context) -> pb.SmcResult:
+        if request.conduit not in CONDUITS:
+            await refuse(
+                context,
+                Refused(Refusal.INVALID_ARGUMENT, f"unknown conduit {request.conduit}"),
+                domain=domain,
+            )
+        result = await self.engine.call(domain, request.vcpu, request.function_id, request.args)
+        if isinstance(result, Refused):
+            await refuse(
+                context,
+                result,
+                domain=domain,
+                vcpu=request.vcpu,
+                function=f"{request.function_id:#010x}",
+            )
+        if isinstance(result, Aborted):
+            await refuse(
+                context,
+                Refused(Refusal.FAILED_PRECONDITION, result.reason),
+                domain=domain,
+                vcpu=request.vcpu,
+            )
+        regs: Regs = result
+        return pb.SmcResult(regs=regs)
+
+    async def Call(self, request: pb.SmcCall, context: Context) -> pb.SmcResult:
+        return await self._call(calling_domain(context), request, context)
+
+    async def CallStream(
+        self, request_iterator: AsyncIterator[pb.SmcCall], context: Context
+    ) -> AsyncIterator[pb.SmcResult]:
+        domain = calling_domain(context)
+        async for request in request_iterator:
+            yield await self._call(domain, request, context)
+
+    async def Attach(
+        self, request: pb.AttachRequest, context: Context
+    ) -> AsyncIterator[pb.VcpuEvent]:
+        domain = calling_domain(context)
+        attached = self.engine.attach(domain)
+        if isinstance(attached, Refused):
+            await refuse(context, attached, domain=domain)
+        mailbox, generation = attached
+        async for event in mailbox.follow(generation):
+            yield convert.vcpu_event(event)
+        if mailbox.closed is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, mailbox.closed)
+        await context.abort(
+            grpc.StatusCode.ABORTED, f"a newer Attach for {domain} took over its events"
+        )
+
+
+class ControlService(pb_grpc.ControlServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def CreateDomain(
+        self, request: pb.CreateDomainRequest, context: Context
+    ) -> pb.DomainInfo:
+        result = self.engine.create_domain(
+            DomainConfig(
+                name=request.name,
+                id=0,
+                vcpus=request.vcpus,
+                ram_base=request.ram_base,
+                ram_size=request.ram_size,
+                aarch32=request.aarch32,
+                devices=tuple(request.devices),
+            )
+        )
+        if isinstance(result, Refused):
+            await refuse(context, result, rpc="CreateDomain", domain=request.name)
+        return convert.domain_info(result.domain)
+
+    async def DestroyDomain(
+        self, request: pb.DestroyDomainRequest, context: Context
+    ) -> pb.DestroyDomainResponse:
+        result = self.engine.destroy_domain(request.name)
+        if isinstance(result, Refused):
+            await refuse(context, result, rpc="DestroyDomain", domain=request.name)
+        return pb.DestroyDomainResponse()
+
+    async def ListDomains(
+        self, request: pb.ListDomainsRequest, context: Context
+    ) -> pb.ListDomainsResponse:
+        domains = sorted(self.engine.mediator.system.domains.values(), key=lambda d: d.id)
+        return pb.ListDomainsResponse(domains=[convert.domain_info(d) for d in domains])
+
+    async def GetSystem(self, request: pb.GetSystemRequest, context: Context) -> pb.SystemInfo:
+        return convert.system_info(self.engine.mediator.system)
+
+    async def RaiseInterrupt(
+        self, request: pb.RaiseInterruptRequest, context: Context
+    ) -> pb.RaiseInterruptResponse:
+        result = self.engine.raise_interrupt(request.irq, request.domain, request.vcpu)
+        if isinstance(result, Refused):
+            await refuse(context, result, rpc="RaiseInterrupt", irq=request.irq)
+        return convert.raised(result)
+
+    async def AssignDevice(
+        self, request: pb.AssignDeviceRequest, context: Context
+    ) -> pb.AssignDeviceResponse:
+        await _later(context, "AssignDevice", "issue 5 (EEMI mediation and device ownership)")
+
+    async def ReleaseDevice(
+        self, request: pb.ReleaseDeviceRequest, context: Context
+    ) -> pb.ReleaseDeviceResponse:
+        await _later(context, "ReleaseDevice", "issue 5 (EEMI mediation and device ownership)")
+
+    async def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[pb.SystemEvent]:
+        await _later(context, "WatchEvents", "issue 4 (host suspend and the emulated backend)")
+        yield pb.SystemEvent()  # pragma: no cover - makes this an async generator
+
+    async def InjectFault(
+        self, request: pb.InjectFaultRequest, context: Context
+    ) -> pb.InjectFaultResponse:
+        await _later(context, "InjectFault", "issue 4 (host suspend and the emulated backend)")
+
+
+async def _later(context: Context, rpc: str, owner: str) -> NoReturn:
+    await context.abort(
+        grpc.StatusCode.UNIMPLEMENTED,
+        f"Control.{rpc} is not implemented yet; it lands with {owner}",
+    )
