@@ -7,7 +7,7 @@ PROTO  := proto/mediator/v1/mediator.proto
 GEN    := mediatord/api/mediator/v1/mediator_pb2.py
 BOARD  ?=
 
-.PHONY: run serve test lint typecheck unit gen clean
+.PHONY: run serve test lint typecheck unit gen clean bench
 
 run: $(GEN)
 	$(BIN)/mediatord demo $(if $(BOARD),--board $(BOARD))
@@ -47,3 +47,6 @@ gen: $(GEN)
 
 clean:
 	rm -rf $(VENV) mediatord/api .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+bench: $(GEN)
+	$(BIN)/python bench/core_dispatch.py

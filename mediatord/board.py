@@ -77,8 +77,13 @@ class _Reader:
 
 
 def _kind_name(kind: type) -> str:
-    return {int: "an integer", str: "a string", bool: "true or false", dict: "a table",
-            list: "an array"}.get(kind, kind.__name__)  # fmt: skip
+    return {
+        int: "an integer",
+        str: "a string",
+        bool: "true or false",
+        dict: "a table",
+        list: "an array",
+    }.get(kind, kind.__name__)
 
 
 def parse_board(text: str, source: str = "<board>") -> BoardConfig:

@@ -18,7 +18,8 @@ import grpc
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
-from mediatord.core.config import BoardConfig
+from mediatord.core.config import BoardConfig, DomainConfig
+from mediatord.core.model import VTIMER_PPI
 from mediatord.core.psci import AffinityInfo, PsciFn, PsciRet
 from mediatord.core.smccc import to_signed
 from mediatord.server import app
@@ -95,66 +96,110 @@ class Guest:
                 await self._task
 
 
-async def run_script(target: str, out: Callable[[str], None]) -> None:
-    """The guest session itself, against a server at ``target``."""
+def _entry(domain: DomainConfig, offset: int) -> int:
+    """An entry point ``offset`` into the domain's RAM (kept inside small RAMs)."""
+    return domain.ram_base + min(offset, domain.ram_size - 0x1000)
+
+
+def _wake_request(board: BoardConfig, domain: DomainConfig) -> tuple[pb.RaiseInterruptRequest, str]:
+    """The domain's first device interrupt, or its vCPU 0 virtual timer when it has none."""
+    irqs = {d.name: d.irq for d in board.devices}
+    if domain.devices:
+        device = domain.devices[0]
+        return pb.RaiseInterruptRequest(irq=irqs[device]), f"{domain.name}'s {device}"
+    request = pb.RaiseInterruptRequest(irq=VTIMER_PPI, domain=domain.name, vcpu=0)
+    return request, f"{domain.name}'s virtual timer"
+
+
+async def _raise(
+    control: pb_grpc.ControlAsyncStub,
+    request: pb.RaiseInterruptRequest,
+    what: str,
+    out: Callable[[str], None],
+) -> None:
+    raised = await control.RaiseInterrupt(request)
+    outcome = pb.RaiseInterruptResponse.Outcome.Name(raised.outcome).removeprefix("OUTCOME_")
+    out(f"  operator RaiseInterrupt({request.irq}, {what}) -> {outcome} ({raised.domain})")
+
+
+async def run_script(target: str, board: BoardConfig, out: Callable[[str], None]) -> None:
+    """The guest session itself, against a server at ``target`` running ``board``."""
+    configs = sorted(board.domains, key=lambda d: d.id)
+    hardware, domus = configs[0], configs[1:]
+    # The domU that suspends: one with a secondary vCPU if there is one.
+    sleeper = next((d for d in domus if d.vcpus > 1), domus[0] if domus else None)
     async with grpc.aio.insecure_channel(target) as channel:
         control = pb_grpc.ControlStub(channel)
-        dom0, domu1, domu2 = (Guest(channel, n, out) for n in ("dom0", "domu1", "domu2"))
-        for guest in (dom0, domu1, domu2):
+        guests = {d.name: Guest(channel, d.name, out) for d in configs}
+        for guest in guests.values():
             await guest.attach()
 
         out("\n1. Each domain booted with vCPU 0 on at its RAM base (Attach replays it):")
-        for guest in (dom0, domu1, domu2):
+        for guest in guests.values():
             await guest.expect(1)
 
-        out("\n2. domu1 discovers PSCI and brings its second vCPU up:")
-        await domu1.call(0, PsciFn.PSCI_VERSION)
-        await domu1.call(0, PsciFn.PSCI_FEATURES, PsciFn.SYSTEM_SUSPEND_64)
-        await domu1.call(0, PsciFn.CPU_ON_64, 0x1, 0x4008_0000, 0x1111, why="MPIDR 0x1 = vCPU 1")
-        await domu1.expect(1)
-        await domu1.call(0, PsciFn.AFFINITY_INFO_64, 0x1, 0)
-        await domu1.call(0, PsciFn.CPU_ON_64, 0x1, 0x4008_0000, 0, why="it is already on")
+        if sleeper is not None:
+            domu = guests[sleeper.name]
+            resume_at = _entry(sleeper, 0x9_0000)
+            out(f"\n2. {domu.name} discovers PSCI and brings its second vCPU up:")
+            await domu.call(0, PsciFn.PSCI_VERSION)
+            await domu.call(0, PsciFn.PSCI_FEATURES, PsciFn.SYSTEM_SUSPEND_64)
+            if sleeper.vcpus > 1:
+                start = _entry(sleeper, 0x8_0000)
+                await domu.call(0, PsciFn.CPU_ON_64, 0x1, start, 0x1111, why="MPIDR 0x1 = vCPU 1")
+                await domu.expect(1)
+                await domu.call(0, PsciFn.AFFINITY_INFO_64, 0x1, 0)
+                await domu.call(0, PsciFn.CPU_ON_64, 0x1, start, 0, why="it is already on")
 
-        out("\n3. domu1 suspends to RAM the way Linux does (seed section 'Suspending Guests'):")
-        await domu1.call(0, PsciFn.SYSTEM_SUSPEND_64, 0x4009_0000, 0x2222, why="vCPU 1 is still on")
-        await domu1.call(1, PsciFn.CPU_OFF, why="hotplug the secondary out")
-        await domu1.call(0, PsciFn.SYSTEM_SUSPEND_64, 0x4009_0000, 0x2222, why="domu1 sleeps")
-        listing = await control.ListDomains(pb.ListDomainsRequest())
-        states = ", ".join(
-            f"{d.name}={pb.DomainState.Name(d.state).removeprefix('DOMAIN_STATE_').lower()}"
-            for d in listing.domains
-        )
-        out(f"  operator ListDomains: {states}")
+            out(f"\n3. {domu.name} suspends to RAM the way Linux does (seed: Suspending Guests):")
+            if sleeper.vcpus > 1:
+                await domu.call(
+                    0, PsciFn.SYSTEM_SUSPEND_64, resume_at, 0x2222, why="vCPU 1 is still on"
+                )
+                await domu.call(1, PsciFn.CPU_OFF, why="hotplug the secondary out")
+            await domu.call(
+                0, PsciFn.SYSTEM_SUSPEND_64, resume_at, 0x2222, why=f"{domu.name} sleeps"
+            )
+            listing = await control.ListDomains(pb.ListDomainsRequest())
+            states = ", ".join(
+                f"{d.name}={pb.DomainState.Name(d.state).removeprefix('DOMAIN_STATE_').lower()}"
+                for d in listing.domains
+            )
+            out(f"  operator ListDomains: {states}")
 
-        out("\n4. domu1's UART (IRQ 54) fires: a wake source, so domu1 resumes at its entry:")
-        raised = await control.RaiseInterrupt(pb.RaiseInterruptRequest(irq=54))
-        outcome = pb.RaiseInterruptResponse.Outcome.Name(raised.outcome)
-        out(f"  operator RaiseInterrupt(54) -> {outcome} ({raised.domain} vCPU {raised.vcpu})")
-        await domu1.expect(2)
+            request, what = _wake_request(board, sleeper)
+            out(f"\n4. {what} fires: a wake source, so {domu.name} resumes at its entry point:")
+            await _raise(control, request, what, out)
+            await domu.expect(2)
 
-        out("\n5. Bad calls get exact PSCI / SMCCC errors and change nothing:")
-        await domu2.call(0, PsciFn.CPU_ON_64, 0x100, 0x4000_0000, 0, why="no vCPU 16")
-        await domu2.call(0, PsciFn.CPU_ON_64, 0x1, 0x1, 0, why="entry outside RAM")
-        await domu2.call(0, 0xC200_0001, why="a SiP call nobody implements here")
-        try:
-            await domu2.call(1, PsciFn.PSCI_VERSION)
-        except grpc.aio.AioRpcError as error:
-            out(f"  domu2  vCPU 1  PSCI_VERSION() -> gRPC {error.code().name}: {error.details()}")
+            other = guests[(domus[1] if len(domus) > 1 else sleeper).name]
+            out("\n5. Bad calls get exact PSCI / SMCCC errors and change nothing:")
+            await other.call(0, PsciFn.CPU_ON_64, 0x100, 0x4000_0000, 0, why="no vCPU 16")
+            await other.call(0, PsciFn.CPU_ON_64, 0x1, 0x1, 0, why="entry outside RAM")
+            await other.call(0, 0xC200_0001, why="a SiP call nobody implements here")
+            try:
+                await other.call(1, PsciFn.PSCI_VERSION)
+            except grpc.aio.AioRpcError as error:
+                out(
+                    f"  {other.name:<6} vCPU 1  PSCI_VERSION() -> "
+                    f"gRPC {error.code().name}: {error.details()}"
+                )
 
-        out("\n6. dom0, the hardware domain, suspends: that is the request to suspend the host:")
-        await dom0.call(0, PsciFn.SYSTEM_SUSPEND_64, 0x4010_0000, 0x3333)
+        dom0 = guests[hardware.name]
+        out(f"\n6. {dom0.name}, the hardware domain, suspends: the request to suspend the host:")
+        await dom0.call(0, PsciFn.SYSTEM_SUSPEND_64, _entry(hardware, 0x10_0000), 0x3333)
         system = await control.GetSystem(pb.GetSystemRequest())
         out(f"  operator GetSystem: host_suspend_requested = {system.host_suspend_requested}")
-        raised = await control.RaiseInterrupt(pb.RaiseInterruptRequest(irq=53))
-        outcome = pb.RaiseInterruptResponse.Outcome.Name(raised.outcome)
-        out(f"  operator RaiseInterrupt(53, dom0's UART) -> {outcome}")
+        request, what = _wake_request(board, hardware)
+        await _raise(control, request, what, out)
         await dom0.expect(2)
-        for guest in (dom0, domu1, domu2):
+        for guest in guests.values():
             await guest.close()
 
 
-async def run(board: BoardConfig, listener: app.Listener | None, serve_forever: bool,
-              out: TextIO) -> None:  # fmt: skip
+async def run(
+    board: BoardConfig, listener: app.Listener | None, serve_forever: bool, out: TextIO
+) -> None:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
@@ -162,10 +207,12 @@ async def run(board: BoardConfig, listener: app.Listener | None, serve_forever: 
         listener = listener or app.Listener(unix=Path(scratch) / "mediatord.sock")
         server = await app.start(board, [listener])
         address = server.addresses[0]
-        say(f"mediatord demo: board {board.name} ({board.backend}, {board.pcpus} pCPUs), "
-            f"{len(board.domains)} domains; listening on {address}")  # fmt: skip
+        say(
+            f"mediatord demo: board {board.name} ({board.backend}, {board.pcpus} pCPUs), "
+            f"{len(board.domains)} domains; listening on {address}"
+        )
         try:
-            await run_script(address, say)
+            await run_script(address, board, say)
             say("\ndemo finished: every call above went over gRPC to the running daemon.")
             if serve_forever:
                 say(f"still serving on {address}; Ctrl-C stops it.")
