@@ -86,6 +86,11 @@ def _kind_name(kind: type) -> str:
     }.get(kind, kind.__name__)
 
 
+def _or(value: int | None, default: int) -> int:
+    """A required key that is missing was already reported; keep a placeholder."""
+    return default if value is None else value
+
+
 def parse_board(text: str, source: str = "<board>") -> BoardConfig:
     """Parse and validate a board file's text. Raises :class:`BoardError`."""
     try:
@@ -134,7 +139,7 @@ def parse_board(text: str, source: str = "<board>") -> BoardConfig:
         domains.append(
             DomainConfig(
                 name=r.get(dom, key, "name", str) or "",
-                id=r.get(dom, key, "id", int, -1),
+                id=_or(r.get(dom, key, "id", int), -1),
                 vcpus=r.get(dom, key, "vcpus", int) or 0,
                 ram_base=base,
                 ram_size=size,

@@ -23,6 +23,8 @@ SPI_LAST: Final = 1019
 NODE_FIRST: Final = 1
 NODE_MAX: Final = 78
 MAX_PCPUS: Final = 64
+# Xen's DOMID_FIRST_RESERVED is 0x7FF0: ids above are special.
+MAX_DOMAIN_ID: Final = 0x7FEF
 DOMAIN_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 DEVICE_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 BACKENDS: Final = ("zynqmp",)
@@ -179,6 +181,8 @@ def board_problems(board: BoardConfig) -> list[Problem]:
         problems += domain_problems(domain, key)
         if domain.name in names:
             problems.append(Problem(f"{key}.name", f"domain {domain.name!r} is defined twice"))
+        if not 0 <= domain.id <= MAX_DOMAIN_ID:
+            problems.append(Problem(f"{key}.id", f"must be from 0 to {MAX_DOMAIN_ID}"))
         if domain.id in ids:
             problems.append(Problem(f"{key}.id", f"domain id {domain.id} is used twice"))
         names.add(domain.name)
