@@ -289,6 +289,12 @@ def test_missing_domain_id_is_reported() -> None:
     assert_problem(edited("id = 1\n", ""), "domains[1].id", "missing")
 
 
+@pytest.mark.parametrize("domain_id", ["-7", "32752"])
+def test_domain_id_out_of_range_is_reported(domain_id: str) -> None:
+    # 0x7FF0 and above are Xen's reserved DOMID_* values.
+    assert_problem(edited("id = 1\n", f"id = {domain_id}\n"), "domains[1].id", "0 to 32751")
+
+
 def test_board_without_domains() -> None:
     text = GOOD[: GOOD.index("[[domains]]")]
     assert_problem(text, "domains", "needs at least the hardware domain")
