@@ -112,6 +112,7 @@ class Server:
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         await self.health.enter_graceful_shutdown()
+        self.engine.shut_down()
         await self.grpc_server.stop(grace)
         log.info("stopped")
 

@@ -60,6 +60,8 @@ class Mailbox:
         self.events: deque[fx.DomainEvent] = deque()
         self.dropped = 0
         self.closed: str | None = None
+        # Closed because the server stops, not because the domain went away.
+        self.shutting_down = False
         self._generation = 0
         self._ready = asyncio.Event()
 
@@ -71,8 +73,9 @@ class Mailbox:
         self.events.append(event)
         self._ready.set()
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, shutting_down: bool = False) -> None:
         self.closed = reason
+        self.shutting_down = shutting_down
         self._ready.set()
 
     def take_over(self) -> int:
@@ -138,6 +141,11 @@ class Engine:
         generation = mailbox.take_over()
         log.info("attached", domain=domain, backlog=len(mailbox.events))
         return mailbox, generation
+
+    def shut_down(self) -> None:
+        """End every Attach stream (the server is stopping); events stay undelivered."""
+        for mailbox in self.mailboxes.values():
+            mailbox.close("the server is shutting down", shutting_down=True)
 
     def hardware_domain(self, name: str) -> bool | None:
         """Whether ``name`` is the hardware domain; None when no such domain exists."""

@@ -99,7 +99,12 @@ class GuestService(pb_grpc.GuestServicer):
         async for event in mailbox.follow(generation):
             yield convert.vcpu_event(event)
         if mailbox.closed is not None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, mailbox.closed)
+            code = (
+                grpc.StatusCode.UNAVAILABLE
+                if mailbox.shutting_down
+                else grpc.StatusCode.FAILED_PRECONDITION
+            )
+            await context.abort(code, mailbox.closed)
         await context.abort(
             grpc.StatusCode.ABORTED, f"a newer Attach for {domain} took over its events"
         )
