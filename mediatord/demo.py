@@ -18,6 +18,7 @@ import grpc
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
+from mediatord.core.clock import ManualClock
 from mediatord.core.config import BoardConfig, DomainConfig
 from mediatord.core.model import VTIMER_PPI
 from mediatord.core.psci import AffinityInfo, PsciFn, PsciRet
@@ -119,10 +120,68 @@ async def _raise(
 ) -> None:
     raised = await control.RaiseInterrupt(request)
     outcome = pb.RaiseInterruptResponse.Outcome.Name(raised.outcome).removeprefix("OUTCOME_")
-    out(f"  operator RaiseInterrupt({request.irq}, {what}) -> {outcome} ({raised.domain})")
+    host = ", woke the host" if raised.woke_host else ""
+    out(f"  operator RaiseInterrupt({request.irq}, {what}) -> {outcome} ({raised.domain}{host})")
 
 
-async def run_script(target: str, board: BoardConfig, out: Callable[[str], None]) -> None:
+class Steps:
+    """Collects the host and hardware steps from a WatchEvents stream."""
+
+    def __init__(self, control: pb_grpc.ControlAsyncStub) -> None:
+        self.events: asyncio.Queue[pb.SystemEvent] = asyncio.Queue()
+        self._stream = control.WatchEvents(pb.WatchEventsRequest())
+        self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            async for event in self._stream:
+                await self.events.put(event)
+
+    async def until(self, host_step: str) -> list[pb.SystemEvent]:
+        """Every event up to and including the host step named ``host_step``."""
+        seen: list[pb.SystemEvent] = []
+        while True:
+            event = await asyncio.wait_for(self.events.get(), EVENT_TIMEOUT_SECONDS)
+            seen.append(event)
+            if event.WhichOneof("kind") == "host_step" and event.host_step.name == host_step:
+                return seen
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+def print_steps(events: list[pb.SystemEvent], out: Callable[[str], None]) -> None:
+    """The host steps as a timeline: offset from the first, duration, and the
+    hardware operations each one made."""
+    hardware: list[str] = []
+    origin: int | None = None
+    for event in events:
+        kind = event.WhichOneof("kind")
+        if kind == "hardware_step":
+            op = event.hardware_step
+            origin = op.start_ns if origin is None else origin
+            hardware.append(f"{op.name} {op.detail}".strip())
+            if op.name == "soc.wake":
+                # The PMU powers the SoC up before the hypervisor runs a step.
+                took = (op.end_ns - op.start_ns) / 1000
+                out(f"    {0:9.1f} us  {'(PMU: SoC power-up)':<24} {took:8.1f} us  ok  {op.detail}")
+                hardware = []
+        elif kind == "host_step":
+            step = event.host_step
+            origin = step.start_ns if origin is None else origin
+            at = (step.start_ns - origin) / 1000
+            took = (step.end_ns - step.start_ns) / 1000
+            status = "ok" if step.result == 0 else f"failed {step.result}"
+            done = "; ".join(hardware)
+            out(f"    {at:9.1f} us  {step.name:<24} {took:8.1f} us  {status}  {done}".rstrip())
+            hardware = []
+
+
+async def run_script(
+    target: str, board: BoardConfig, clock: ManualClock, out: Callable[[str], None]
+) -> None:
     """The guest session itself, against a server at ``target`` running ``board``."""
     configs = sorted(board.domains, key=lambda d: d.id)
     hardware, domus = configs[0], configs[1:]
@@ -130,6 +189,7 @@ async def run_script(target: str, board: BoardConfig, out: Callable[[str], None]
     sleeper = next((d for d in domus if d.vcpus > 1), domus[0] if domus else None)
     async with grpc.aio.insecure_channel(target) as channel:
         control = pb_grpc.ControlStub(channel)
+        steps = Steps(control)
         guests = {d.name: Guest(channel, d.name, out) for d in configs}
         for guest in guests.values():
             await guest.attach()
@@ -151,29 +211,8 @@ async def run_script(target: str, board: BoardConfig, out: Callable[[str], None]
                 await domu.call(0, PsciFn.AFFINITY_INFO_64, 0x1, 0)
                 await domu.call(0, PsciFn.CPU_ON_64, 0x1, start, 0, why="it is already on")
 
-            out(f"\n3. {domu.name} suspends to RAM the way Linux does (seed: Suspending Guests):")
-            if sleeper.vcpus > 1:
-                await domu.call(
-                    0, PsciFn.SYSTEM_SUSPEND_64, resume_at, 0x2222, why="vCPU 1 is still on"
-                )
-                await domu.call(1, PsciFn.CPU_OFF, why="hotplug the secondary out")
-            await domu.call(
-                0, PsciFn.SYSTEM_SUSPEND_64, resume_at, 0x2222, why=f"{domu.name} sleeps"
-            )
-            listing = await control.ListDomains(pb.ListDomainsRequest())
-            states = ", ".join(
-                f"{d.name}={pb.DomainState.Name(d.state).removeprefix('DOMAIN_STATE_').lower()}"
-                for d in listing.domains
-            )
-            out(f"  operator ListDomains: {states}")
-
-            request, what = _wake_request(board, sleeper)
-            out(f"\n4. {what} fires: a wake source, so {domu.name} resumes at its entry point:")
-            await _raise(control, request, what, out)
-            await domu.expect(2)
-
             other = guests[(domus[1] if len(domus) > 1 else sleeper).name]
-            out("\n5. Bad calls get exact PSCI / SMCCC errors and change nothing:")
+            out("\n3. Bad calls get exact PSCI / SMCCC errors and change nothing:")
             await other.call(0, PsciFn.CPU_ON_64, 0x100, 0x4000_0000, 0, why="no vCPU 16")
             await other.call(0, PsciFn.CPU_ON_64, 0x1, 0x1, 0, why="entry outside RAM")
             await other.call(0, 0xC200_0001, why="a SiP call nobody implements here")
@@ -185,16 +224,72 @@ async def run_script(target: str, board: BoardConfig, out: Callable[[str], None]
                     f"gRPC {error.code().name}: {error.details()}"
                 )
 
+            out(f"\n4. {domu.name} suspends to RAM the way Linux does (seed: Suspending Guests):")
+            if sleeper.vcpus > 1:
+                await domu.call(
+                    0, PsciFn.SYSTEM_SUSPEND_64, resume_at, 0x2222, why="vCPU 1 is still on"
+                )
+                await domu.call(1, PsciFn.CPU_OFF, why="hotplug the secondary out")
+            await domu.call(
+                0, PsciFn.SYSTEM_SUSPEND_64, resume_at, 0x2222, why=f"{domu.name} sleeps"
+            )
+            await _list(control, out)
+
         dom0 = guests[hardware.name]
-        out(f"\n6. {dom0.name}, the hardware domain, suspends: the request to suspend the host:")
+        out(
+            f"\n5. {dom0.name}, the hardware domain, suspends: that suspends the host. Running "
+            "domUs are paused,\n   the other pCPUs go off, and GIC, timer and EL2 state are "
+            "saved before EL3 powers the SoC down:"
+        )
         await dom0.call(0, PsciFn.SYSTEM_SUSPEND_64, _entry(hardware, 0x10_0000), 0x3333)
+        print_steps(await steps.until("el3_system_suspend"), out)
+        for guest in guests.values():
+            if guest.name not in (dom0.name, sleeper.name if sleeper else ""):
+                await guest.expect(1)
         system = await control.GetSystem(pb.GetSystemRequest())
-        out(f"  operator GetSystem: host_suspend_requested = {system.host_suspend_requested}")
-        request, what = _wake_request(board, hardware)
+        pcpus = ", ".join(
+            pb.PcpuState.Name(p.state).removeprefix("PCPU_STATE_").lower()
+            for p in system.pcpu_states
+        )
+        out(f"  operator GetSystem: host {pb.HostState.Name(system.host_state)}, pCPUs [{pcpus}]")
+        await _list(control, out)
+
+        out("\n6. Five seconds pass on the virtual clock while the board sleeps.")
+        clock.advance(5_000_000_000)
+        waker = sleeper or hardware
+        request, what = _wake_request(board, waker)
+        scenario = "seed 4.2" if sleeper else "seed 4.3"
+        out(
+            f"\n7. {what} fires ({scenario}): it wakes the SoC, the hypervisor resumes in "
+            f"mirror order,\n   {dom0.name} runs first, then {waker.name} resumes:"
+        )
         await _raise(control, request, what, out)
-        await dom0.expect(2)
+        print_steps(await steps.until("resume_hardware_domain"), out)
+        await dom0.expect(1)
+        for guest in guests.values():
+            if guest.name != dom0.name:
+                await guest.expect(2 if guest.name == waker.name else 1)
+        system = await control.GetSystem(pb.GetSystemRequest())
+        entry = system.last_suspend.end_ns - system.last_suspend.start_ns
+        asleep = system.last_resume.start_ns - system.last_suspend.end_ns
+        back = system.last_resume.end_ns - system.last_resume.start_ns
+        out(
+            f"  timeline: suspend entry {entry / 1e6:.3f} ms, suspended {asleep / 1e9:.3f} s, "
+            f"resume {back / 1e6:.3f} ms (modelled hardware latencies, virtual clock)"
+        )
+        await _list(control, out)
+        await steps.close()
         for guest in guests.values():
             await guest.close()
+
+
+async def _list(control: pb_grpc.ControlAsyncStub, out: Callable[[str], None]) -> None:
+    listing = await control.ListDomains(pb.ListDomainsRequest())
+    states = ", ".join(
+        f"{d.name}={pb.DomainState.Name(d.state).removeprefix('DOMAIN_STATE_').lower()}"
+        for d in listing.domains
+    )
+    out(f"  operator ListDomains: {states}")
 
 
 async def run(
@@ -205,14 +300,17 @@ async def run(
 
     with tempfile.TemporaryDirectory(prefix="mediatord-demo-") as scratch:
         listener = listener or app.Listener(unix=Path(scratch) / "mediatord.sock")
-        server = await app.start(board, [listener])
+        # The demo's clock is virtual: time moves by the modelled hardware
+        # latencies and when the script says so, so the timeline is readable.
+        clock = ManualClock(start_ns=1_000_000_000)
+        server = await app.start(board, [listener], clock)
         address = server.addresses[0]
         say(
             f"mediatord demo: board {board.name} ({board.backend}, {board.pcpus} pCPUs), "
             f"{len(board.domains)} domains; listening on {address}"
         )
         try:
-            await run_script(address, board, say)
+            await run_script(address, board, clock, say)
             say("\ndemo finished: every call above went over gRPC to the running daemon.")
             if serve_forever:
                 say(f"still serving on {address}; Ctrl-C stops it.")

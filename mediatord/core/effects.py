@@ -124,7 +124,29 @@ class DomainDestroyed:
 @dataclass(frozen=True, slots=True)
 class HostStateChanged:
     state: HostState
-    suspend_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HostStep:
+    """One step of a host suspend, rollback or resume (core/suspend.py)."""
+
+    phase: str  # "suspend", "rollback" or "resume"
+    name: str
+    start_ns: int
+    end_ns: int
+    result: int  # 0, or the PSCI error the step failed with
+    injected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareStep:
+    """One operation the platform performed (a BackendStep, as an effect)."""
+
+    name: str
+    detail: str
+    start_ns: int
+    end_ns: int
+    result: int
 
 
 Effect = (
@@ -136,4 +158,6 @@ Effect = (
     | DomainCreated
     | DomainDestroyed
     | HostStateChanged
+    | HostStep
+    | HardwareStep
 )

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from mediatord.core import psci, smccc
+from mediatord.backends.base import IrqFate, IrqRoute, PcpuState, Platform
+from mediatord.core import psci, smccc, suspend
+from mediatord.core.clock import Clock
 from mediatord.core.config import BoardConfig, DomainConfig, domain_problems
 from mediatord.core.effects import (
     CallAborted,
@@ -24,12 +26,15 @@ from mediatord.core.effects import (
     DomainStateChanged,
     Effect,
     EventKind,
+    HardwareStep,
     HostStateChanged,
+    Pause,
     Regs,
     Resume,
     Shutdown,
     ShutdownReason,
     Start,
+    Unpause,
     VcpuPowerChanged,
     Wake,
 )
@@ -39,6 +44,7 @@ from mediatord.core.model import (
     Domain,
     DomainState,
     HostState,
+    HostSuspend,
     System,
     Vcpu,
     VcpuPower,
@@ -85,6 +91,7 @@ class IrqOutcome(Enum):
     WOKE_DOMAIN = "woke-domain"
     PENDING = "pending"
     DROPPED = "dropped"
+    HOST_RESET = "host-reset"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,7 @@ class Raised:
     vcpu: int = 0
     reason: str = ""
     effects: tuple[Effect, ...] = ()
+    woke_host: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,9 @@ class Created:
 class Destroyed:
     effects: tuple[Effect, ...]
 
+
+# The hypervisor's scheduler tick on the generic timer.
+HYP_TIMER_PERIOD_NS: Final = 1_000_000
 
 _NOT_SUPPORTED: Final = Returned((smccc.to_reg(smccc.SmcccRet.NOT_SUPPORTED), 0, 0, 0))
 _RESULTS: Final = {value: Returned((smccc.to_reg(value), 0, 0, 0)) for value in range(-9, 3)}
@@ -134,14 +145,34 @@ HANDLERS: Final[dict[int, psci.Handler]] = {
 class Mediator:
     """Owns a :class:`System` and applies guest calls and Control operations to it."""
 
-    def __init__(self, system: System) -> None:
+    def __init__(
+        self,
+        system: System,
+        platform: Platform,
+        suspend_steps: tuple[suspend.Step, ...] = suspend.SUSPEND_STEPS,
+        resume_steps: tuple[suspend.Step, ...] = suspend.RESUME_STEPS,
+    ) -> None:
         self.system = system
+        self.platform = platform
+        self.clock: Clock = platform.clock
+        # The step tables are data; tests pass edited copies to show that the
+        # emulated hardware catches a mediator that skips a step.
+        self.suspend_steps = suspend_steps
+        self.resume_steps = resume_steps
+        # Which (domain id, vCPU) a virtual-timer PPI latched on a pCPU is for.
+        self._ppi_targets: dict[tuple[int, int], tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ boot
 
     @classmethod
-    def boot(cls, board: BoardConfig) -> tuple[Mediator, list[Effect]]:
-        """Build the system a board describes, each domain's vCPU 0 on at its RAM base."""
+    def boot(
+        cls,
+        board: BoardConfig,
+        platform: Platform,
+        suspend_steps: tuple[suspend.Step, ...] = suspend.SUSPEND_STEPS,
+        resume_steps: tuple[suspend.Step, ...] = suspend.RESUME_STEPS,
+    ) -> tuple[Mediator, list[Effect]]:
+        """Bring the platform up and boot the board's domains (vCPU 0 on at RAM base)."""
         devices = {
             dev.name: Device(
                 name=dev.name,
@@ -161,12 +192,14 @@ class Mediator:
             devices=devices,
             irq_devices={dev.irq: dev.name for dev in board.devices},
             next_domain_id=max((d.id for d in board.domains), default=0) + 1,
+            hyp_pcpu=platform.boot_pcpu,
         )
-        mediator = cls(system)
+        mediator = cls(system, platform, suspend_steps, resume_steps)
         fx: list[Effect] = []
         # The hardware domain first: it boots before any domU.
         for config in sorted(board.domains, key=lambda d: d.id):
             mediator._add_domain(config, fx)
+        mediator._bring_up_platform(fx)
         return mediator, fx
 
     def snapshot(self) -> System:
@@ -236,8 +269,10 @@ class Mediator:
         problems = domain_problems(config)
         if problems:
             return Refused(Refusal.INVALID_ARGUMENT, "; ".join(map(str, problems)))
-        if self.system.host_state is HostState.OFF:
-            return Refused(Refusal.FAILED_PRECONDITION, "the host is powered off")
+        if self.system.host_state is not HostState.ACTIVE:
+            return Refused(
+                Refusal.FAILED_PRECONDITION, f"the host is {self.system.host_state.value}"
+            )
         if config.name in self.system.names:
             return Refused(Refusal.ALREADY_EXISTS, f"a domain named {config.name!r} exists")
         for name in config.devices:
@@ -262,6 +297,7 @@ class Mediator:
         )
         self.system.next_domain_id += 1
         domain = self._add_domain(config, fx)
+        self._route_devices(domain.devices, fx)
         return Created(domain, tuple(fx))
 
     def destroy_domain(self, name: str) -> Destroyed | Refused:
@@ -277,19 +313,40 @@ class Mediator:
         fx: list[Effect] = []
         self._abort_blocked(domain, f"domain {name} was destroyed", fx)
         for device_name in domain.devices:
-            self.system.devices[device_name].owner = None
+            device = self.system.devices[device_name]
+            device.owner = None
+            self.platform.gic_unroute(device.irq)
         del self.system.domains[domain.id]
         del self.system.names[name]
+        self._ppi_targets = {k: t for k, t in self._ppi_targets.items() if t[0] != domain.id}
         fx.append(DomainDestroyed(domain.id, name))
         return Destroyed(tuple(fx))
+
+    def inject_fault(self, name: str, count: int, error: int) -> Refused | None:
+        """Make the host step or hardware operation ``name`` fail its next ``count``
+        times with PSCI ``error`` (0: the operation's usual failure)."""
+        if name in suspend.STEP_NAMES:
+            default = suspend.INTERNAL_FAILURE
+        elif name in self.platform.FAULTS:
+            default = self.platform.FAULTS[name]
+        else:
+            known = ", ".join(sorted((*suspend.STEP_NAMES, *self.platform.FAULTS)))
+            return Refused(Refusal.INVALID_ARGUMENT, f"no step named {name!r}; known: {known}")
+        if error > 0 or error < psci.PsciRet.INVALID_ADDRESS:
+            return Refused(
+                Refusal.INVALID_ARGUMENT,
+                f"error must be 0 or a PSCI error code from -1 to -9, got {error}",
+            )
+        self.platform.faults.arm(name, count, error or default)
+        return None
 
     # --------------------------------------------------- Control: interrupts
 
     def raise_interrupt(self, irq: int, domain_name: str = "", vcpu: int = 0) -> Raised | Refused:
         """Fire interrupt line ``irq``: a device SPI goes to its owner; the virtual
-        timer PPI (27) to ``vcpu`` of ``domain_name``. Wakes what it may wake."""
+        timer PPI (27) to ``vcpu`` of ``domain_name``. The interrupt goes through
+        the platform (GIC, wake logic) first, so it wakes what the hardware wakes."""
         system = self.system
-        target: Vcpu | None = None
         if irq == VTIMER_PPI:
             found = system.domain(domain_name)
             if found is None:
@@ -298,15 +355,12 @@ class Mediator:
                     f"IRQ {VTIMER_PPI} is the per-vCPU virtual timer: name the domain "
                     f"(got {domain_name!r}) and vCPU it fires on",
                 )
-            domain = found
-            if not 0 <= vcpu < len(domain.vcpus):
+            if not 0 <= vcpu < len(found.vcpus):
                 return Refused(
                     Refusal.INVALID_ARGUMENT,
-                    f"vCPU {vcpu} does not exist: {domain.name} has vCPUs "
-                    f"0..{len(domain.vcpus) - 1}",
+                    f"vCPU {vcpu} does not exist: {found.name} has vCPUs 0..{len(found.vcpus) - 1}",
                 )
-            target = domain.vcpus[vcpu]
-            wake_source = True
+            domain = found
         else:
             device_name = system.irq_devices.get(irq)
             if device_name is None:
@@ -324,12 +378,66 @@ class Mediator:
             if device.owner is None:
                 return Raised(IrqOutcome.DROPPED, reason=f"{device_name} is not assigned")
             domain = system.domains[device.owner]
-            wake_source = device.wake_source
-        name = domain.name
-        fx: list[Effect] = []
-
+            vcpu = 0
         if system.host_state is HostState.OFF:
-            return Raised(IrqOutcome.DROPPED, name, vcpu, "the host is powered off")
+            return Raised(IrqOutcome.DROPPED, domain.name, vcpu, "the host is powered off")
+
+        fx: list[Effect] = []
+        suspended = system.host_state is HostState.SUSPENDED
+        raised_ns = self.clock.now_ns()
+        if irq == VTIMER_PPI:
+            # While the host sleeps only the boot pCPU's wake logic listens.
+            pcpu = self.platform.boot_pcpu if suspended else self._vcpu_pcpu(vcpu)
+            self._ppi_targets[(irq, pcpu)] = (domain.id, vcpu)
+        else:
+            pcpu = self.platform.boot_pcpu
+        hardware = self.platform.raise_irq(irq, pcpu)
+        self.collect(fx)
+        if hardware.fate is IrqFate.SOC_RESET:
+            self._cold_boot(hardware.reason, fx)
+            return Raised(IrqOutcome.HOST_RESET, domain.name, vcpu, hardware.reason, tuple(fx))
+        if hardware.fate is IrqFate.PENDING:
+            return Raised(IrqOutcome.PENDING, domain.name, vcpu, hardware.reason, tuple(fx))
+        if hardware.fate is IrqFate.WOKE_SOC:
+            self._resume_host(raised_ns, fx)
+            outcome: Raised | None = None
+            for taken, on_pcpu in self.platform.take_pending():
+                result = self._take(taken, on_pcpu, fx)
+                if taken == irq and result is not None:
+                    outcome = result
+            self.collect(fx)
+            if outcome is None:
+                outcome = Raised(IrqOutcome.PENDING, domain.name, vcpu, "not taken after resume")
+            return Raised(
+                outcome.outcome, outcome.domain, outcome.vcpu, outcome.reason, tuple(fx), True
+            )
+        result = self._take(irq, hardware.pcpu, fx)
+        assert result is not None
+        return Raised(result.outcome, result.domain, result.vcpu, result.reason, tuple(fx))
+
+    def _take(self, irq: int, pcpu: int, fx: list[Effect]) -> Raised | None:
+        """The hypervisor took ``irq`` on ``pcpu``: hand it to the domain it belongs to."""
+        if irq == VTIMER_PPI:
+            target = self._ppi_targets.pop((irq, pcpu), None)
+            if target is None or target[0] not in self.system.domains:
+                return None
+            domain = self.system.domains[target[0]]
+            return self._deliver(domain, irq, domain.vcpus[target[1]], True, fx)
+        device_name = self.system.irq_devices.get(irq)
+        if device_name is None:
+            return None
+        device = self.system.devices[device_name]
+        if device.owner is None:
+            return Raised(IrqOutcome.DROPPED, reason=f"{device_name} is not assigned")
+        domain = self.system.domains[device.owner]
+        return self._deliver(domain, irq, None, device.wake_source, fx)
+
+    def _deliver(
+        self, domain: Domain, irq: int, target: Vcpu | None, wake_source: bool, fx: list[Effect]
+    ) -> Raised:
+        """Domain-level delivery: what the virtual GIC does with a taken interrupt."""
+        name = domain.name
+        vcpu = 0 if target is None else target.index
         if domain.state is DomainState.SHUTDOWN:
             return Raised(IrqOutcome.DROPPED, name, vcpu, f"{name} is shut down")
         if target is not None and target.power is VcpuPower.OFF:
@@ -341,7 +449,7 @@ class Mediator:
                     IrqOutcome.PENDING, name, 0, f"IRQ {irq} is not a wake source of {name}"
                 )
             woken = self._wake_domain(domain, irq, fx)
-            return Raised(IrqOutcome.WOKE_DOMAIN, name, woken.index, "", tuple(fx))
+            return Raised(IrqOutcome.WOKE_DOMAIN, name, woken.index)
         if domain.state is DomainState.PAUSED:
             self._make_pending(domain, irq)
             return Raised(IrqOutcome.PENDING, name, 0, f"{name} is paused")
@@ -354,14 +462,14 @@ class Mediator:
             self.set_power(domain, target, VcpuPower.ON, fx)
             fx.append(CallCompleted(domain.id, target.index, _RESULTS[0].regs))
             self._emit(domain, target.index, Wake(irq), fx)
-            return Raised(IrqOutcome.WOKE_VCPU, name, target.index, "", tuple(fx))
+            return Raised(IrqOutcome.WOKE_VCPU, name, target.index)
         if target.power is VcpuPower.POWERDOWN:
             self.set_power(domain, target, VcpuPower.ON, fx)
             self._emit(domain, target.index, Resume(target.entry_point, target.context_id), fx)
             self._emit(domain, target.index, Wake(irq), fx)
-            return Raised(IrqOutcome.WOKE_VCPU, name, target.index, "", tuple(fx))
+            return Raised(IrqOutcome.WOKE_VCPU, name, target.index)
         self._emit(domain, target.index, Wake(irq), fx)
-        return Raised(IrqOutcome.DELIVERED, name, target.index, "", tuple(fx))
+        return Raised(IrqOutcome.DELIVERED, name, target.index)
 
     # ------------------------------------------- transitions (used by psci)
 
@@ -390,17 +498,35 @@ class Mediator:
 
     def suspend_domain(
         self, d: Domain, v: Vcpu, entry_point: int, context_id: int, fx: list[Effect]
-    ) -> None:
+    ) -> int:
         """vSYSTEM_SUSPEND (seed section 3): the caller's context is reset to
-        (entry_point, context_id) and it blocks until a wake interrupt."""
+        (entry_point, context_id) and it blocks until a wake interrupt. For the
+        hardware domain this is the decision to suspend the host: the call
+        succeeds only once the host is suspended, and a failing host step rolls
+        everything back and returns its error."""
+        previous = (v.entry_point, v.context_id)
         v.entry_point = entry_point
         v.context_id = context_id
         self.set_power(d, v, VcpuPower.SUSPENDED, fx)
         self._set_state(d, DomainState.SUSPENDED, fx)
-        if d.hardware_domain:
-            # The hardware domain's suspend is the decision to suspend the host.
-            self.system.host_suspend_requested = True
-            fx.append(HostStateChanged(self.system.host_state, True))
+        if not d.hardware_domain:
+            return psci.PsciRet.SUCCESS
+        record = HostSuspend(caller_pcpu=self._vcpu_pcpu(v.index), started_ns=self.clock.now_ns())
+        self.system.host_suspend = record
+        self.system.hyp_pcpu = record.caller_pcpu
+        result = suspend.run_suspend(self, record, fx, self.suspend_steps)
+        if result == psci.PsciRet.SUCCESS:
+            record.suspended_ns = self.clock.now_ns()
+            self.system.last_suspend_ns = (record.started_ns, record.suspended_ns)
+            return result
+        self.system.host_suspend = None
+        v.entry_point, v.context_id = previous
+        self.set_power(d, v, VcpuPower.ON, fx)
+        self._set_state(d, DomainState.RUNNING, fx)
+        # Only these two reach the guest; anything else a step failed with is internal.
+        if result in (psci.PsciRet.DENIED, psci.PsciRet.INTERNAL_FAILURE):
+            return result
+        return psci.PsciRet.INTERNAL_FAILURE
 
     def shut_down_domain(self, d: Domain, vcpu: int, fx: list[Effect]) -> None:
         """SYSTEM_OFF of a domU: that domain only stops, and stays until destroyed."""
@@ -421,27 +547,124 @@ class Mediator:
     def power_off_host(self, caller: Vcpu, fx: list[Effect]) -> None:
         """SYSTEM_OFF of the hardware domain powers the board off: every domain stops."""
         hardware = self.system.domains[0]
-        for domain in self._domus():
+        for domain in self.domus():
             if domain.state is not DomainState.SHUTDOWN:
                 self.shut_down_domain(domain, 0, fx)
         self.shut_down_domain(hardware, caller.index, fx)
-        self.system.host_state = HostState.OFF
-        self.system.host_suspend_requested = False
-        fx.append(HostStateChanged(HostState.OFF, False))
+        self.platform.system_off()
+        self.collect(fx)
+        self.set_host_state(HostState.OFF, fx)
 
     def reset_host(self, caller: Vcpu, fx: list[Effect]) -> None:
         """SYSTEM_RESET of the hardware domain resets the board: every domain reboots."""
-        self.reboot_domain(self.system.domains[0], caller.index, fx)
-        for domain in self._domus():
-            self.reboot_domain(domain, 0, fx)
-        if self.system.host_suspend_requested:
-            self.system.host_suspend_requested = False
-            fx.append(HostStateChanged(self.system.host_state, False))
+        self.platform.system_reset()
+        self.collect(fx)
+        self._reboot_all(caller.index, fx)
+        self._bring_up_platform(fx)
+
+    # -------------------------------------------- host steps (core/suspend.py)
+
+    def domus(self) -> list[Domain]:
+        return [d for d in self.system.domains.values() if not d.hardware_domain]
+
+    def set_host_state(self, state: HostState, fx: list[Effect]) -> None:
+        self.system.host_state = state
+        fx.append(HostStateChanged(state))
+
+    def pause_domain(self, d: Domain, fx: list[Effect]) -> None:
+        self._set_state(d, DomainState.PAUSED, fx)
+        self._emit(d, 0, Pause(), fx)
+
+    def unpause_domain(self, d: Domain, fx: list[Effect]) -> None:
+        self._set_state(d, DomainState.RUNNING, fx)
+        self._emit(d, 0, Unpause(), fx)
+        # What arrived while it was paused is delivered now, in arrival order.
+        waiting, d.pending_irqs = d.pending_irqs, []
+        for irq in waiting:
+            device = self.system.devices[self.system.irq_devices[irq]]
+            self._deliver(d, irq, None, device.wake_source, fx)
+
+    def nonboot_pcpus_on(self) -> list[int]:
+        return [
+            p
+            for p in range(self.platform.pcpus)
+            if p != self.platform.boot_pcpu and self.platform.pcpu_state(p) is PcpuState.ON
+        ]
+
+    def bring_up_pcpu(self, pcpu: int) -> int:
+        """EL3 CPU_ON of a secondary, then its own GIC and interrupt set-up."""
+        result = self.platform.cpu_on(pcpu, suspend.HYP_SECONDARY_ENTRY)
+        if result == psci.PsciRet.SUCCESS:
+            self.platform.gic_cpu_init(pcpu)
+            result = self.platform.irq_unmask(pcpu)
+        return result
+
+    def resume_hardware_domain(self, fx: list[Effect]) -> None:
+        """Domain 0 always resumes when the host resumes (seed: Resuming Xen)."""
+        hardware = self.system.domains[0]
+        if hardware.state is DomainState.SUSPENDED:
+            v = next(v for v in hardware.vcpus if v.power is VcpuPower.SUSPENDED)
+            self.set_power(hardware, v, VcpuPower.ON, fx)
+            self._set_state(hardware, DomainState.RUNNING, fx)
+            self._emit(hardware, v.index, Resume(v.entry_point, v.context_id), fx)
+
+    def collect(self, fx: list[Effect]) -> None:
+        """Move what the hardware did into the effects, in order."""
+        for step in self.platform.drain_steps():
+            fx.append(HardwareStep(step.name, step.detail, step.start_ns, step.end_ns, step.result))
 
     # ---------------------------------------------------------------- helpers
 
-    def _domus(self) -> list[Domain]:
-        return [d for d in self.system.domains.values() if not d.hardware_domain]
+    def _vcpu_pcpu(self, vcpu: int) -> int:
+        """Where a vCPU runs: vCPU n on pCPU n mod pCPUs."""
+        return vcpu % self.platform.pcpus
+
+    def _bring_up_platform(self, fx: list[Effect]) -> None:
+        """What the hypervisor does to the hardware at boot: GIC distributor and
+        SPI routes, every pCPU up with its interface, timer, watchdog, wake sources."""
+        platform = self.platform
+        platform.gic_init()
+        self._route_devices([d.name for d in self.system.devices.values()], fx)
+        platform.gic_cpu_init(platform.boot_pcpu)
+        for pcpu in range(platform.pcpus):
+            if pcpu != platform.boot_pcpu and platform.pcpu_state(pcpu) is PcpuState.OFF:
+                self.bring_up_pcpu(pcpu)
+        platform.timer_init(HYP_TIMER_PERIOD_NS)
+        platform.watchdog_enable()
+        platform.set_wake_source(VTIMER_PPI, True)
+        self.system.hyp_pcpu = platform.boot_pcpu
+        self.collect(fx)
+
+    def _route_devices(self, names: list[str], fx: list[Effect]) -> None:
+        """Route the SPIs of assigned devices to the boot pCPU (as Xen routes a
+        passthrough IRQ), and tell the wake logic which are wake sources."""
+        for name in names:
+            device = self.system.devices[name]
+            if device.owner is None:
+                continue
+            self.platform.gic_route(IrqRoute(device.irq, self.platform.boot_pcpu))
+            self.platform.set_wake_source(device.irq, device.wake_source)
+
+    def _resume_host(self, woken_ns: int, fx: list[Effect]) -> None:
+        """The SoC woke (at ``woken_ns``): run the resume steps."""
+        record = self.system.host_suspend
+        assert record is not None
+        suspend.run_resume(self, record, fx, self.resume_steps)
+        self.system.host_suspend = None
+        self.system.last_resume_ns = (woken_ns, self.clock.now_ns())
+
+    def _cold_boot(self, reason: str, fx: list[Effect]) -> None:
+        """The SoC was reset behind the hypervisor's back: boot everything again."""
+        self.system.host_suspend = None
+        self._reboot_all(0, fx)
+        self._bring_up_platform(fx)
+        self.set_host_state(HostState.ACTIVE, fx)
+
+    def _reboot_all(self, caller_vcpu: int, fx: list[Effect]) -> None:
+        self._ppi_targets.clear()
+        self.reboot_domain(self.system.domains[0], caller_vcpu, fx)
+        for domain in self.domus():
+            self.reboot_domain(domain, 0, fx)
 
     def _add_domain(self, config: DomainConfig, fx: list[Effect]) -> Domain:
         domain = Domain(
@@ -495,7 +718,4 @@ class Mediator:
         for pending in d.pending_irqs:
             self._emit(d, v.index, Wake(pending), fx)
         d.pending_irqs.clear()
-        if d.hardware_domain and self.system.host_suspend_requested:
-            self.system.host_suspend_requested = False
-            fx.append(HostStateChanged(self.system.host_state, False))
         return v

@@ -38,7 +38,12 @@ class DomainState(Enum):
 
 
 class HostState(Enum):
+    """Xen's system_state, as far as suspend is concerned."""
+
     ACTIVE = "active"
+    SUSPENDING = "suspending"
+    SUSPENDED = "suspended"
+    RESUMING = "resuming"
     OFF = "off"
 
 
@@ -106,6 +111,21 @@ class Domain:
 
 
 @dataclass(slots=True)
+class HostSuspend:
+    """What a host suspend did, so that resume (or rollback) can undo exactly that."""
+
+    caller_pcpu: int
+    started_ns: int
+    paused: list[int] = field(default_factory=list)  # domain ids paused by the suspend
+    pcpus_off: list[int] = field(default_factory=list)
+    watchdog_was_on: bool = False
+    timer_context: object = None
+    gic_context: object = None
+    el2_context: object = None
+    suspended_ns: int | None = None
+
+
+@dataclass(slots=True)
 class System:
     board: BoardConfig
     domains: dict[int, Domain]
@@ -113,9 +133,14 @@ class System:
     devices: dict[str, Device]
     irq_devices: dict[int, str]
     host_state: HostState = HostState.ACTIVE
-    # Domain 0 called SYSTEM_SUSPEND; the host sequence answers it.
-    host_suspend_requested: bool = False
     next_domain_id: int = 1
+    # The pCPU the hypervisor's own code runs on (moves to the boot pCPU to suspend).
+    hyp_pcpu: int = 0
+    # Timestamps (clock ns) of the last completed host suspend and resume.
+    last_suspend_ns: tuple[int, int] | None = None
+    last_resume_ns: tuple[int, int] | None = None
+    # Set from the start of a host suspend until its resume (or rollback) ends.
+    host_suspend: HostSuspend | None = None
 
     def domain(self, name: str) -> Domain | None:
         domain_id = self.names.get(name)

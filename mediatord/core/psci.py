@@ -199,8 +199,7 @@ def system_suspend(m: Mediator, d: Domain, v: Vcpu, x: Args, fx: list[Effect]) -
         return PsciRet.DENIED
     if not d.entry_point_valid(entry_point):
         return PsciRet.INVALID_ADDRESS
-    m.suspend_domain(d, v, entry_point, context_id, fx)
-    return PsciRet.SUCCESS
+    return m.suspend_domain(d, v, entry_point, context_id, fx)
 
 
 def psci_features(m: Mediator, d: Domain, v: Vcpu, x: Args, fx: list[Effect]) -> int | None:

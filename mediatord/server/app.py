@@ -20,9 +20,12 @@ from grpc_reflection.v1alpha import reflection
 from mediatord import logs
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
+from mediatord.backends import create_platform
+from mediatord.core.clock import Clock
 from mediatord.core.config import BoardConfig
 from mediatord.core.mediator import Mediator
 from mediatord.server.auth import AuthInterceptor
+from mediatord.server.clock import EmulatedClock
 from mediatord.server.engine import Engine
 from mediatord.server.services import ControlService, GuestService
 
@@ -117,11 +120,14 @@ class Server:
         log.info("stopped")
 
 
-async def start(board: BoardConfig, listeners: list[Listener]) -> Server:
+async def start(
+    board: BoardConfig, listeners: list[Listener], clock: Clock | None = None
+) -> Server:
     """Boot the board's domains and serve them on every listener."""
     if not listeners:
         raise ListenError("no listener given")
-    mediator, boot_effects = Mediator.boot(board)
+    clock = clock or EmulatedClock()
+    mediator, boot_effects = Mediator.boot(board, create_platform(board, clock))
     engine = Engine(mediator, boot_effects)
     grpc_server = grpc.aio.server(
         interceptors=[AuthInterceptor(engine.hardware_domain)],

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Final
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
+from mediatord.backends.base import PcpuState
 from mediatord.core import effects as fx
-from mediatord.core.mediator import IrqOutcome, Raised
+from mediatord.core.mediator import IrqOutcome, Mediator, Raised
 from mediatord.core.model import Device, Domain, DomainState, HostState, System, VcpuPower
 
 DOMAIN_STATE: Final = {
@@ -24,7 +25,15 @@ VCPU_POWER: Final = {
 }
 HOST_STATE: Final = {
     HostState.ACTIVE: pb.HOST_STATE_ACTIVE,
+    HostState.SUSPENDING: pb.HOST_STATE_SUSPENDING,
+    HostState.SUSPENDED: pb.HOST_STATE_SUSPENDED,
+    HostState.RESUMING: pb.HOST_STATE_RESUMING,
     HostState.OFF: pb.HOST_STATE_OFF,
+}
+PCPU_STATE: Final = {
+    PcpuState.OFF: pb.PCPU_STATE_OFF,
+    PcpuState.ON: pb.PCPU_STATE_ON,
+    PcpuState.SUSPENDED: pb.PCPU_STATE_SUSPENDED,
 }
 IRQ_OUTCOME: Final = {
     IrqOutcome.DELIVERED: pb.RaiseInterruptResponse.OUTCOME_DELIVERED,
@@ -32,6 +41,7 @@ IRQ_OUTCOME: Final = {
     IrqOutcome.WOKE_DOMAIN: pb.RaiseInterruptResponse.OUTCOME_WOKE_DOMAIN,
     IrqOutcome.PENDING: pb.RaiseInterruptResponse.OUTCOME_PENDING,
     IrqOutcome.DROPPED: pb.RaiseInterruptResponse.OUTCOME_DROPPED,
+    IrqOutcome.HOST_RESET: pb.RaiseInterruptResponse.OUTCOME_HOST_RESET,
 }
 
 
@@ -97,18 +107,81 @@ def device_info(device: Device, system: System) -> pb.DeviceInfo:
     )
 
 
-def system_info(system: System) -> pb.SystemInfo:
+def _timing(span: tuple[int, int] | None) -> pb.Timing | None:
+    return None if span is None else pb.Timing(start_ns=span[0], end_ns=span[1])
+
+
+def system_info(mediator: Mediator) -> pb.SystemInfo:
+    system = mediator.system
+    platform = mediator.platform
     board = system.board
     return pb.SystemInfo(
         board=board.name,
         backend=board.backend,
         host_state=HOST_STATE[system.host_state],
-        host_suspend_requested=system.host_suspend_requested,
         pcpus=board.pcpus,
         boot_pcpu=board.boot_pcpu,
         devices=[device_info(d, system) for d in system.devices.values()],
         domains=len(system.domains),
+        pcpu_states=[
+            pb.PcpuInfo(index=p, mpidr=p, state=PCPU_STATE[platform.pcpu_state(p)])
+            for p in range(platform.pcpus)
+        ],
+        counter=platform.counter(),
+        watchdog_enabled=platform.watchdog_enabled(),
+        last_suspend=_timing(system.last_suspend_ns),
+        last_resume=_timing(system.last_resume_ns),
+        now_ns=mediator.clock.now_ns(),
     )
+
+
+def system_event(effect: fx.Effect) -> pb.SystemEvent | None:
+    """The WatchEvents form of an effect (None for effects that are not state changes)."""
+    match effect:
+        case fx.DomainEvent():
+            return pb.SystemEvent(
+                vcpu_event=pb.DomainVcpuEvent(domain=effect.domain, event=vcpu_event(effect))
+            )
+        case fx.VcpuPowerChanged():
+            return pb.SystemEvent(
+                vcpu_power=pb.VcpuPowerChange(
+                    domain=effect.domain, vcpu=effect.vcpu, power=VCPU_POWER[effect.power]
+                )
+            )
+        case fx.DomainStateChanged():
+            return pb.SystemEvent(
+                domain_state=pb.DomainStateChange(
+                    domain=effect.domain, state=DOMAIN_STATE[effect.state]
+                )
+            )
+        case fx.HostStateChanged():
+            return pb.SystemEvent(host_state=HOST_STATE[effect.state])
+        case fx.HostStep():
+            return pb.SystemEvent(
+                host_step=pb.HostStepEvent(
+                    phase=effect.phase,
+                    name=effect.name,
+                    start_ns=effect.start_ns,
+                    end_ns=effect.end_ns,
+                    result=effect.result,
+                    injected=effect.injected,
+                )
+            )
+        case fx.HardwareStep():
+            return pb.SystemEvent(
+                hardware_step=pb.HardwareStepEvent(
+                    name=effect.name,
+                    detail=effect.detail,
+                    start_ns=effect.start_ns,
+                    end_ns=effect.end_ns,
+                    result=effect.result,
+                )
+            )
+        case fx.DomainCreated():
+            return pb.SystemEvent(domain_created=effect.domain)
+        case fx.DomainDestroyed():
+            return pb.SystemEvent(domain_destroyed=effect.domain)
+    return None
 
 
 def raised(result: Raised) -> pb.RaiseInterruptResponse:
@@ -117,4 +190,5 @@ def raised(result: Raised) -> pb.RaiseInterruptResponse:
         domain=result.domain,
         vcpu=result.vcpu,
         reason=result.reason,
+        woke_host=result.woke_host,
     )

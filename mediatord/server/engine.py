@@ -35,6 +35,8 @@ from mediatord.core.mediator import (
 # Events kept for a domain whose agent is not attached. Beyond this the oldest
 # are dropped (and counted); the agent sees the gap in the sequence numbers.
 MAILBOX_LIMIT: Final = 4096
+# A WatchEvents client this far behind is cut off rather than buffered forever.
+WATCH_LIMIT: Final = 65536
 
 log = logs.get("mediatord.engine")
 
@@ -103,12 +105,43 @@ class Mailbox:
                 self.events.popleft()
 
 
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """One state change as WatchEvents streams it."""
+
+    seq: int
+    time_ns: int
+    effect: Effect
+
+
+class Watcher:
+    """One WatchEvents stream: every state change from the moment it started."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Watched | None] = asyncio.Queue()
+        self.overflowed = False
+
+    def put(self, item: Watched) -> None:
+        if self.overflowed:
+            return
+        if self.queue.qsize() >= WATCH_LIMIT:
+            self.overflowed = True
+            self.queue.put_nowait(None)
+            return
+        self.queue.put_nowait(item)
+
+    def close(self) -> None:
+        self.queue.put_nowait(None)
+
+
 class Engine:
     """Owns the :class:`Mediator` for a running server and delivers its effects."""
 
     def __init__(self, mediator: Mediator, boot_effects: Iterable[Effect] = ()) -> None:
         self.mediator = mediator
         self.mailboxes: dict[int, Mailbox] = {}
+        self.watchers: set[Watcher] = set()
+        self._watch_seq = 0
         self._blocked: dict[tuple[int, int], asyncio.Future[Regs | Aborted]] = {}
         self._apply(boot_effects)
 
@@ -143,9 +176,25 @@ class Engine:
         return mailbox, generation
 
     def shut_down(self) -> None:
-        """End every Attach stream (the server is stopping); events stay undelivered."""
+        """End every Attach and WatchEvents stream (the server is stopping)."""
         for mailbox in self.mailboxes.values():
             mailbox.close("the server is shutting down", shutting_down=True)
+        for watcher in self.watchers:
+            watcher.close()
+
+    def watch(self) -> Watcher:
+        watcher = Watcher()
+        self.watchers.add(watcher)
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self.watchers.discard(watcher)
+
+    def inject_fault(self, step: str, count: int, error: int) -> Refused | None:
+        refused = self.mediator.inject_fault(step, count, error)
+        if refused is None:
+            log.warning("fault injected", step=step, count=count, error=error)
+        return refused
 
     def hardware_domain(self, name: str) -> bool | None:
         """Whether ``name`` is the hardware domain; None when no such domain exists."""
@@ -183,7 +232,13 @@ class Engine:
     # -------------------------------------------------------------- effects
 
     def _apply(self, effects: Iterable[Effect]) -> None:
+        now = self.mediator.clock.now_ns()
         for effect in effects:
+            if self.watchers:
+                self._watch_seq += 1
+                item = Watched(self._watch_seq, now, effect)
+                for watcher in self.watchers:
+                    watcher.put(item)
             match effect:
                 case fx.DomainEvent():
                     self.mailboxes[effect.domain_id].put(effect)
@@ -215,10 +270,23 @@ class Engine:
                     mailbox.close(f"domain {effect.domain} was destroyed")
                     log.info("domain destroyed", domain=effect.domain)
                 case fx.HostStateChanged():
+                    log.info("host state", state=effect.state.value)
+                case fx.HostStep():
                     log.info(
-                        "host state",
-                        state=effect.state.value,
-                        suspend_requested=effect.suspend_requested,
+                        "host step",
+                        phase=effect.phase,
+                        step=effect.name,
+                        result=effect.result,
+                        injected=effect.injected or None,
+                        duration_ns=effect.end_ns - effect.start_ns,
+                    )
+                case fx.HardwareStep():
+                    log.debug(
+                        "hardware step",
+                        step=effect.name,
+                        detail=effect.detail,
+                        result=effect.result,
+                        duration_ns=effect.end_ns - effect.start_ns,
                     )
 
     def _finish(self, domain_id: int, vcpu: int, result: Regs | Aborted) -> None:

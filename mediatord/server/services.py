@@ -20,7 +20,7 @@ from mediatord.core.effects import Regs
 from mediatord.core.mediator import Refusal, Refused
 from mediatord.server import convert
 from mediatord.server.auth import DOMAIN_KEY, metadata_value
-from mediatord.server.engine import Aborted, Engine
+from mediatord.server.engine import WATCH_LIMIT, Aborted, Engine
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -147,7 +147,7 @@ class ControlService(pb_grpc.ControlServicer):
         return pb.ListDomainsResponse(domains=[convert.domain_info(d) for d in domains])
 
     async def GetSystem(self, request: pb.GetSystemRequest, context: Context) -> pb.SystemInfo:
-        return convert.system_info(self.engine.mediator.system)
+        return convert.system_info(self.engine.mediator)
 
     async def RaiseInterrupt(
         self, request: pb.RaiseInterruptRequest, context: Context
@@ -170,13 +170,33 @@ class ControlService(pb_grpc.ControlServicer):
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: Context
     ) -> AsyncIterator[pb.SystemEvent]:
-        await _later(context, "WatchEvents", "issue 4 (host suspend and the emulated backend)")
-        yield pb.SystemEvent()  # pragma: no cover - makes this an async generator
+        watcher = self.engine.watch()
+        try:
+            while True:
+                item = await watcher.queue.get()
+                if item is None:
+                    break
+                event = convert.system_event(item.effect)
+                if event is not None:
+                    event.seq = item.seq
+                    event.time_ns = item.time_ns
+                    yield event
+        finally:
+            self.engine.unwatch(watcher)
+        if watcher.overflowed:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this WatchEvents stream fell {WATCH_LIMIT} events behind; watch again",
+            )
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
     async def InjectFault(
         self, request: pb.InjectFaultRequest, context: Context
     ) -> pb.InjectFaultResponse:
-        await _later(context, "InjectFault", "issue 4 (host suspend and the emulated backend)")
+        refused = self.engine.inject_fault(request.step, request.count, request.error)
+        if refused is not None:
+            await refuse(context, refused, rpc="InjectFault", step=request.step)
+        return pb.InjectFaultResponse()
 
 
 async def _later(context: Context, rpc: str, owner: str) -> NoReturn:

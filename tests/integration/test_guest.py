@@ -113,7 +113,7 @@ async def test_domu_system_suspend_and_wake_by_its_device(mediator) -> None:
     assert powers(listing["domu1"]) == [pb.VCPU_POWER_SUSPENDED, pb.VCPU_POWER_OFF]
     assert listing["dom0"].state == pb.DOMAIN_STATE_RUNNING
     assert listing["domu2"].state == pb.DOMAIN_STATE_RUNNING
-    assert (await mediator.system()).host_suspend_requested is False
+    assert (await mediator.system()).host_state == pb.HOST_STATE_ACTIVE
 
     # A suspended domain cannot call.
     error = await mediator.refusal(
@@ -198,26 +198,32 @@ async def test_call_stream_answers_in_request_order(mediator) -> None:
     assert results == expected
 
 
-async def test_dom0_system_suspend_requests_host_suspend(mediator) -> None:
+async def test_dom0_system_suspend_suspends_the_host(mediator) -> None:
+    # Seed 4.3: dom0's own device wakes the host; dom0 resumes, then takes the IRQ.
     events = mediator.attach("dom0")
     assert await events.next() == start(1, 0, RAM_BASE, 0)
     system = await mediator.system()
-    assert system.host_suspend_requested is False
+    assert system.host_state == pb.HOST_STATE_ACTIVE
 
     assert await mediator.call("dom0", SYSTEM_SUSPEND_64, 0x4010_0000, 0x3333) == SUCCESS
     system = await mediator.system()
-    assert system.host_suspend_requested is True
-    assert system.host_state == pb.HOST_STATE_ACTIVE
+    assert system.host_state == pb.HOST_STATE_SUSPENDED
+    assert [p.state for p in system.pcpu_states] == [
+        pb.PCPU_STATE_SUSPENDED,
+        pb.PCPU_STATE_OFF,
+        pb.PCPU_STATE_OFF,
+        pb.PCPU_STATE_OFF,
+    ]
     assert (await mediator.domain("dom0")).state == pb.DOMAIN_STATE_SUSPENDED
+    assert (await mediator.domain("domu1")).state == pb.DOMAIN_STATE_PAUSED
 
     raised = await mediator.raise_irq(53)
-    assert raised.outcome == pb.RaiseInterruptResponse.OUTCOME_WOKE_DOMAIN
-    assert raised.domain == "dom0"
-    assert raised.vcpu == 0
+    assert raised.outcome == pb.RaiseInterruptResponse.OUTCOME_DELIVERED
+    assert (raised.domain, raised.vcpu, raised.woke_host) == ("dom0", 0, True)
     assert await events.next() == resume(2, 0, 0x4010_0000, 0x3333)
     assert await events.next() == wake(3, 0, 53)
     system = await mediator.system()
-    assert system.host_suspend_requested is False
+    assert system.host_state == pb.HOST_STATE_ACTIVE
     assert (await mediator.domain("dom0")).state == pb.DOMAIN_STATE_RUNNING
     events.cancel()
 

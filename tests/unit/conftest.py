@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mediatord.backends import create_platform
 from mediatord.board import default_board
+from mediatord.core.clock import ManualClock
 from mediatord.core.config import BoardConfig
 from mediatord.core.mediator import Mediator
 
@@ -18,5 +20,5 @@ def board() -> BoardConfig:
 @pytest.fixture
 def m(board: BoardConfig) -> Mediator:
     """A freshly booted mediator: vCPU 0 of dom0, domu1 and domu2 on, the rest off."""
-    mediator, _ = Mediator.boot(board)
+    mediator, _ = Mediator.boot(board, create_platform(board, ManualClock()))
     return mediator

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from mediatord.backends import create_platform
+from mediatord.core.clock import ManualClock
 from mediatord.core.config import BoardConfig, DomainConfig
 from mediatord.core.effects import (
     CallAborted,
@@ -22,6 +24,7 @@ from mediatord.core.effects import (
     DomainStateChanged,
     Effect,
     EventKind,
+    HardwareStep,
     HostStateChanged,
     Resume,
     Shutdown,
@@ -212,7 +215,8 @@ def a32(m: Mediator) -> str:
 
 
 def test_boot_effects_and_state(board: BoardConfig) -> None:
-    m, fx = Mediator.boot(board)
+    m, all_fx = Mediator.boot(board, create_platform(board, ManualClock()))
+    fx = [e for e in all_fx if not isinstance(e, HardwareStep)]
     expected: list[Effect] = []
     for name, domain_id in DOMAIN_IDS.items():
         expected += [
@@ -227,7 +231,6 @@ def test_boot_effects_and_state(board: BoardConfig) -> None:
     assert [v.mpidr for v in dom(m, "dom0").vcpus] == [0, 1, 2, 3]
     assert dom(m, "dom0").vcpus[0].entry_point == RAM_BASE
     assert m.system.host_state is HostState.ACTIVE
-    assert m.system.host_suspend_requested is False
     assert all(d.state is DomainState.RUNNING for d in m.system.domains.values())
     assert {name: d.owner for name, d in m.system.devices.items()} == {
         "UART_0": 0,
@@ -969,7 +972,7 @@ def test_system_suspend_of_a_domu(m: Mediator, smc64: bool) -> None:
     assert d.state is DomainState.SUSPENDED
     assert [v.power for v in d.vcpus] == [VcpuPower.SUSPENDED, VcpuPower.OFF]
     assert (d.vcpus[0].entry_point, d.vcpus[0].context_id) == (0x4000_3000, 0xC0FFEE)
-    assert m.system.host_suspend_requested is False
+    assert m.system.host_state is HostState.ACTIVE
     after = m.snapshot()
     assert after.domains[0] == before.domains[0]
     assert after.domains[2] == before.domains[2]
@@ -1049,23 +1052,24 @@ def test_non_wake_source_interrupt_stays_pending_while_suspended(m: Mediator) ->
     assert events(r.effects) == [(0, Wake(89))]
 
 
-def test_system_suspend_of_dom0_requests_host_suspend(m: Mediator) -> None:
+def test_system_suspend_of_dom0_suspends_the_host(m: Mediator) -> None:
+    # The whole step list is tested in test_host_suspend.py; here: the PSCI view.
     outcome = returned(m, "dom0", 0, SYSTEM_SUSPEND_64, 0x4000_6000, 0xAB)
     assert outcome.regs == (SUCCESS, 0, 0, 0)
-    assert outcome.effects == (
+    assert outcome.effects[:2] == (
         VcpuPowerChanged(0, "dom0", 0, VcpuPower.SUSPENDED),
         DomainStateChanged(0, "dom0", DomainState.SUSPENDED),
-        HostStateChanged(HostState.ACTIVE, True),
     )
-    assert m.system.host_suspend_requested is True
+    assert HostStateChanged(HostState.SUSPENDED) in outcome.effects
+    assert m.system.host_state is HostState.SUSPENDED
     assert dom(m, "dom0").state is DomainState.SUSPENDED
+    assert dom(m, "domu1").state is DomainState.PAUSED
     assert refused(m, "dom0", 0, PSCI_VERSION) is Refusal.FAILED_PRECONDITION
 
     r = raised(m, UART_0_IRQ)
-    assert (r.outcome, r.domain) == (IrqOutcome.WOKE_DOMAIN, "dom0")
-    assert events(r.effects) == [(0, Resume(0x4000_6000, 0xAB)), (0, Wake(53))]
-    assert r.effects[-1] == HostStateChanged(HostState.ACTIVE, False)
-    assert m.system.host_suspend_requested is False
+    assert (r.outcome, r.domain, r.woke_host) == (IrqOutcome.DELIVERED, "dom0", True)
+    assert events(r.effects, "dom0") == [(0, Resume(0x4000_6000, 0xAB)), (0, Wake(53))]
+    assert m.system.host_state is HostState.ACTIVE
     assert dom(m, "dom0").state is DomainState.RUNNING
 
 
@@ -1073,7 +1077,7 @@ def test_dom0_suspend_denied_with_a_secondary_on(m: Mediator) -> None:
     cpu_on(m, "dom0", 2)
     with unchanged(m):
         assert x0(m, "dom0", 0, SYSTEM_SUSPEND, ENTRY, 0) == DENIED
-    assert m.system.host_suspend_requested is False
+    assert m.system.host_state is HostState.ACTIVE
 
 
 # ---------------------------------------------------------------- SYSTEM_OFF
@@ -1121,8 +1125,7 @@ def test_system_off_of_dom0_powers_the_host_off(m: Mediator) -> None:
     outcome = returned(m, "dom0", 0, SYSTEM_OFF)
     assert outcome.regs == (SUCCESS, 0, 0, 0)
     assert m.system.host_state is HostState.OFF
-    assert m.system.host_suspend_requested is False
-    assert HostStateChanged(HostState.OFF, False) in outcome.effects
+    assert HostStateChanged(HostState.OFF) in outcome.effects
     for name in DOMAIN_IDS:
         assert dom(m, name).state is DomainState.SHUTDOWN
         assert set(powers(m, name)) == {VcpuPower.OFF}

@@ -1,0 +1,16 @@
+"""Platforms the mediator runs on, behind one protocol (:mod:`mediatord.backends.base`)."""
+
+from __future__ import annotations
+
+from mediatord.backends.base import Platform
+from mediatord.core.clock import Clock
+from mediatord.core.config import BoardConfig
+
+
+def create_platform(board: BoardConfig, clock: Clock) -> Platform:
+    """The platform the board file names (``[board] backend``)."""
+    if board.backend == "zynqmp":
+        from mediatord.backends.zynqmp import ZynqMP
+
+        return ZynqMP(board.pcpus, board.boot_pcpu, clock)
+    raise ValueError(f"unknown backend {board.backend!r}")
