@@ -28,6 +28,10 @@ MAX_DOMAIN_ID: Final = 0x7FEF
 DOMAIN_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 DEVICE_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 BACKENDS: Final = ("zynqmp",)
+# What each backend's hardware allows: pCPU count and the highest SPI its GIC has
+# (ZynqMP: a quad or dual Cortex-A53 APU; GIC-400 with ITLinesNumber 5, INTIDs < 192).
+BACKEND_MAX_PCPUS: Final = {"zynqmp": 4}
+BACKEND_MAX_IRQ: Final = {"zynqmp": 191}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +154,11 @@ def board_problems(board: BoardConfig) -> list[Problem]:
                 f"unknown backend {board.backend!r}; known: {', '.join(BACKENDS)}",
             )
         )
-    if not 1 <= board.pcpus <= MAX_PCPUS:
-        problems.append(Problem("board.pcpus", f"must be from 1 to {MAX_PCPUS}"))
+    max_pcpus = BACKEND_MAX_PCPUS.get(board.backend, MAX_PCPUS)
+    if not 1 <= board.pcpus <= max_pcpus:
+        problems.append(
+            Problem("board.pcpus", f"must be from 1 to {max_pcpus} for {board.backend!r}")
+        )
     if not 0 <= board.boot_pcpu < board.pcpus:
         problems.append(Problem("board.boot_pcpu", f"must be a pCPU index below {board.pcpus}"))
 
@@ -164,6 +171,11 @@ def board_problems(board: BoardConfig) -> list[Problem]:
         if device.node_id in nodes:
             problems.append(
                 Problem(f"{key}.node", f"node {device.node_id} is also {nodes[device.node_id]}")
+            )
+        max_irq = BACKEND_MAX_IRQ.get(board.backend, SPI_LAST)
+        if max_irq < device.irq <= SPI_LAST:
+            problems.append(
+                Problem(f"{key}.irq", f"{board.backend}'s GIC has SPIs up to {max_irq} only")
             )
         if device.irq in irqs:
             problems.append(
