@@ -159,8 +159,9 @@ class Mediator:
         # emulated hardware catches a mediator that skips a step.
         self.suspend_steps = suspend_steps
         self.resume_steps = resume_steps
-        # Which (domain id, vCPU) a virtual-timer PPI latched on a pCPU is for.
-        self._ppi_targets: dict[tuple[int, int], tuple[int, int]] = {}
+        # Which (domain id, vCPU)s a virtual-timer PPI latched on a pCPU is for:
+        # one pending bit in the GIC can stand for several vCPUs' timers.
+        self._ppi_targets: dict[tuple[int, int], list[tuple[int, int]]] = {}
 
     # ------------------------------------------------------------------ boot
 
@@ -310,6 +311,10 @@ class Mediator:
                 Refusal.FAILED_PRECONDITION,
                 f"{name} is the hardware domain (id 0) and cannot be destroyed",
             )
+        if self.system.host_state not in (HostState.ACTIVE, HostState.OFF):
+            return Refused(
+                Refusal.FAILED_PRECONDITION, f"the host is {self.system.host_state.value}"
+            )
         fx: list[Effect] = []
         self._abort_blocked(domain, f"domain {name} was destroyed", fx)
         for device_name in domain.devices:
@@ -318,7 +323,8 @@ class Mediator:
             self.platform.gic_unroute(device.irq)
         del self.system.domains[domain.id]
         del self.system.names[name]
-        self._ppi_targets = {k: t for k, t in self._ppi_targets.items() if t[0] != domain.id}
+        for targets in self._ppi_targets.values():
+            targets[:] = [t for t in targets if t[0] != domain.id]
         fx.append(DomainDestroyed(domain.id, name))
         return Destroyed(tuple(fx))
 
@@ -388,7 +394,7 @@ class Mediator:
         if irq == VTIMER_PPI:
             # While the host sleeps only the boot pCPU's wake logic listens.
             pcpu = self.platform.boot_pcpu if suspended else self._vcpu_pcpu(vcpu)
-            self._ppi_targets[(irq, pcpu)] = (domain.id, vcpu)
+            self._ppi_targets.setdefault((irq, pcpu), []).append((domain.id, vcpu))
         else:
             pcpu = self.platform.boot_pcpu
         hardware = self.platform.raise_irq(irq, pcpu)
@@ -418,11 +424,12 @@ class Mediator:
     def _take(self, irq: int, pcpu: int, fx: list[Effect]) -> Raised | None:
         """The hypervisor took ``irq`` on ``pcpu``: hand it to the domain it belongs to."""
         if irq == VTIMER_PPI:
-            target = self._ppi_targets.pop((irq, pcpu), None)
-            if target is None or target[0] not in self.system.domains:
-                return None
-            domain = self.system.domains[target[0]]
-            return self._deliver(domain, irq, domain.vcpus[target[1]], True, fx)
+            result: Raised | None = None
+            for domain_id, vcpu in self._ppi_targets.pop((irq, pcpu), []):
+                domain = self.system.domains.get(domain_id)
+                if domain is not None:
+                    result = self._deliver(domain, irq, domain.vcpus[vcpu], True, fx)
+            return result
         device_name = self.system.irq_devices.get(irq)
         if device_name is None:
             return None
@@ -520,6 +527,7 @@ class Mediator:
             self.system.last_suspend_ns = (record.started_ns, record.suspended_ns)
             return result
         self.system.host_suspend = None
+        self.system.hyp_pcpu = self.platform.boot_pcpu
         v.entry_point, v.context_id = previous
         self.set_power(d, v, VcpuPower.ON, fx)
         self._set_state(d, DomainState.RUNNING, fx)
@@ -581,8 +589,9 @@ class Mediator:
         # What arrived while it was paused is delivered now, in arrival order.
         waiting, d.pending_irqs = d.pending_irqs, []
         for irq in waiting:
-            device = self.system.devices[self.system.irq_devices[irq]]
-            self._deliver(d, irq, None, device.wake_source, fx)
+            device_name = self.system.irq_devices.get(irq)
+            wake_source = device_name is None or self.system.devices[device_name].wake_source
+            self._deliver(d, irq, None, wake_source, fx)
 
     def nonboot_pcpus_on(self) -> list[int]:
         return [
