@@ -93,6 +93,9 @@ def disable_nonboot_pcpus(m: Mediator, h: HostSuspend, fx: list[Effect]) -> int:
         result = m.platform.cpu_off(pcpu)
         m.collect(fx)
         if result != SUCCESS:
+            # The step is not done, so the runner will not undo it: bring back
+            # the pCPUs this step already turned off before failing.
+            enable_nonboot_pcpus(m, h, fx)
             return result
         h.pcpus_off.append(pcpu)
     return SUCCESS

@@ -382,7 +382,10 @@ class ZynqMP:
         self.masked[self.boot_pcpu] = True
         self.watchdog_expiry_ns = None
         # Still-asserted lines are pending again in the freshly reset GIC.
-        self.pending.update((irq, SPI) for irq in self.latched)
+        # A latched PPI (the virtual timer) is pending on the boot pCPU that woke.
+        self.pending.update(
+            (irq, SPI if irq >= SGI_PPI else self.boot_pcpu) for irq in self.latched
+        )
         self.latched = []
         self._steps.append(
             BackendStep(
