@@ -7,9 +7,10 @@ an operator would. Nothing here sleeps: stream reads are awaited with a timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -20,10 +21,13 @@ import pytest
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
 from mediatord.board import default_board
+from mediatord.core.clock import ManualClock
 from mediatord.server import app
 
 # How long a test waits for one stream message or one RPC before it fails.
 TIMEOUT: Final = 5.0
+# How many round trips a test waits for the server to start serving a stream.
+POLLS: Final = 200
 DOMAIN_KEY: Final = "x-mediator-domain"
 PRINCIPAL_KEY: Final = "x-mediator-principal"
 
@@ -64,6 +68,36 @@ class Attached:
         self.call.cancel()
 
 
+class Watching:
+    """One open Control.WatchEvents stream, read one event at a time with a timeout."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    async def next(self) -> pb.SystemEvent:
+        event = await asyncio.wait_for(self.call.read(), TIMEOUT)
+        assert event is not grpc.aio.EOF, "the WatchEvents stream ended without a status error"
+        assert isinstance(event, pb.SystemEvent)
+        return event
+
+    async def until(self, last: Callable[[pb.SystemEvent], bool]) -> list[pb.SystemEvent]:
+        """Every event up to and including the first one ``last`` accepts."""
+        events = [await self.next()]
+        while not last(events[-1]):
+            events.append(await self.next())
+        return events
+
+    async def error(self) -> grpc.aio.AioRpcError:
+        try:
+            event = await asyncio.wait_for(self.call.read(), TIMEOUT)
+        except grpc.aio.AioRpcError as error:
+            return error
+        raise AssertionError(f"expected the stream to fail, got {event!r}")
+
+    def cancel(self) -> None:
+        self.call.cancel()
+
+
 @dataclass
 class Mediator:
     """A started server, a channel to it and the stubs a test needs."""
@@ -77,6 +111,8 @@ class Mediator:
     # Helpers reachable through the fixture (test modules do not import conftest).
     identity = staticmethod(identity)
     timeout: float = TIMEOUT
+    # The server's clock when it was started with one the test moves (manual_mediator).
+    clock: ManualClock | None = None
 
     @staticmethod
     async def refusal(rpc: Awaitable[Any]) -> grpc.aio.AioRpcError:
@@ -152,6 +188,29 @@ class Mediator:
             pb.RaiseInterruptRequest(irq=irq, domain=domain, vcpu=vcpu), timeout=TIMEOUT
         )
 
+    async def watch(
+        self, domain: str | None = None, principal: str | None = None, *, served: bool = True
+    ) -> Watching:
+        """Open Control.WatchEvents. With ``served`` (the caller may watch), return only
+        once the server follows the stream, so that no later change can be missed: a
+        stream only sees what happens after its handler started."""
+        engine = self.server.engine
+        before = len(engine.watchers)
+        stream = Watching(
+            self.control.WatchEvents(
+                pb.WatchEventsRequest(), metadata=identity(domain, principal), timeout=TIMEOUT * 4
+            )
+        )
+        if served:
+            for _ in range(POLLS):
+                if len(engine.watchers) > before:
+                    break
+                await self.control.GetSystem(pb.GetSystemRequest(), timeout=TIMEOUT)
+            else:
+                stream.cancel()
+                raise AssertionError("the server never started following WatchEvents")
+        return stream
+
 
 @pytest.fixture
 def socket_dir() -> Iterator[Path]:
@@ -168,15 +227,17 @@ def transport(request: pytest.FixtureRequest) -> str:
     return str(kind)
 
 
-@pytest.fixture
-async def mediator(transport: str, socket_dir: Path) -> AsyncIterator[Mediator]:
+@contextlib.asynccontextmanager
+async def serve(
+    transport: str, socket_dir: Path, clock: ManualClock | None = None
+) -> AsyncIterator[Mediator]:
     """A server booted with the default board, on a unix socket or loopback TCP."""
     listener = (
         app.Listener(unix=socket_dir / "m.sock")
         if transport == "unix"
         else app.Listener(tcp="127.0.0.1:0")
     )
-    server = await app.start(default_board(), [listener])
+    server = await app.start(default_board(), [listener], clock=clock)
     target = server.addresses[0]
     if transport == "unix":
         assert target == f"unix:{socket_dir / 'm.sock'}"
@@ -194,7 +255,24 @@ async def mediator(transport: str, socket_dir: Path) -> AsyncIterator[Mediator]:
             target=target,
             guest=pb_grpc.GuestStub(channel),
             control=pb_grpc.ControlStub(channel),
+            clock=clock,
         )
     finally:
         await channel.close()
         await server.stop(grace=0)
+
+
+@pytest.fixture
+async def mediator(transport: str, socket_dir: Path) -> AsyncIterator[Mediator]:
+    """A server booted with the default board, on a unix socket or loopback TCP."""
+    async with serve(transport, socket_dir) as served:
+        yield served
+
+
+@pytest.fixture
+async def manual_mediator(transport: str, socket_dir: Path) -> AsyncIterator[Mediator]:
+    """The same server on a :class:`ManualClock` (``.clock``): time moves only when the
+    test advances it or the emulated hardware models a latency, so durations are exact."""
+    async with serve(transport, socket_dir, ManualClock()) as served:
+        assert served.clock is not None
+        yield served
