@@ -12,5 +12,6 @@ def create_platform(board: BoardConfig, clock: Clock) -> Platform:
     if board.backend == "zynqmp":
         from mediatord.backends.zynqmp import ZynqMP
 
-        return ZynqMP(board.pcpus, board.boot_pcpu, clock)
+        devices = frozenset(d.node_id for d in board.devices)
+        return ZynqMP(board.pcpus, board.boot_pcpu, clock, devices)
     raise ValueError(f"unknown backend {board.backend!r}")

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Protocol
 
 from mediatord.core.clock import Clock
+from mediatord.core.eemi import PmCall
 
 
 class PcpuState(Enum):
@@ -89,6 +90,18 @@ class Faults:
         return error
 
 
+class PowerFirmware(Protocol):
+    """The platform's power-management firmware (ZynqMP: the PMU behind TF-A).
+    It sees masters; the mediator makes each domain its own master."""
+
+    def call(self, master: int, call: PmCall) -> tuple[int, int, int, int]: ...
+    def node_on(self, node: int) -> bool: ...
+    def node_usage(self, node: int) -> dict[int, int]: ...
+    def release_all(self, master: int, node: int) -> None: ...
+    def set_wake(self, node: int, enabled: bool) -> None: ...
+    def clock_enabled(self, clock: int) -> bool: ...
+
+
 class Platform(Protocol):
     """Everything the core may ask of a board. Each call is synchronous."""
 
@@ -100,6 +113,11 @@ class Platform(Protocol):
     # Operation names a fault can be injected into, with the PSCI error each
     # fails with by default.
     FAULTS: dict[str, int]
+
+    @property
+    def firmware(self) -> PowerFirmware | None:
+        """None on a platform without EEMI power firmware (SiP calls: NOT_SUPPORTED)."""
+        ...
 
     # EL3 PSCI for physical CPUs
     def cpu_on(self, pcpu: int, entry_point: int) -> int: ...

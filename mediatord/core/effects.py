@@ -149,6 +149,27 @@ class HardwareStep:
     result: int
 
 
+@dataclass(frozen=True, slots=True)
+class FirmwareCall:
+    """An EEMI call and what became of it (verdict: allow / deny / invalid / handled)."""
+
+    domain_id: int
+    domain: str
+    api: int
+    verdict: str
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAssigned:
+    """A device changed hands: assigned to (True) or taken from (False) a domain."""
+
+    domain_id: int
+    domain: str
+    device: str
+    assigned: bool
+
+
 Effect = (
     DomainEvent
     | CallCompleted
@@ -160,4 +181,6 @@ Effect = (
     | HostStateChanged
     | HostStep
     | HardwareStep
+    | FirmwareCall
+    | DeviceAssigned
 )

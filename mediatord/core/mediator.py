@@ -13,19 +13,21 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from mediatord.backends.base import IrqFate, IrqRoute, PcpuState, Platform
-from mediatord.core import psci, smccc, suspend
+from mediatord.backends.base import IrqFate, IrqRoute, PcpuState, Platform, PowerFirmware
+from mediatord.core import eemi, psci, smccc, suspend
 from mediatord.core.clock import Clock
 from mediatord.core.config import BoardConfig, DomainConfig, domain_problems
 from mediatord.core.effects import (
     CallAborted,
     CallCompleted,
+    DeviceAssigned,
     DomainCreated,
     DomainDestroyed,
     DomainEvent,
     DomainStateChanged,
     Effect,
     EventKind,
+    FirmwareCall,
     HardwareStep,
     HostStateChanged,
     Pause,
@@ -114,6 +116,22 @@ class Created:
 class Destroyed:
     effects: tuple[Effect, ...]
 
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """A Control operation that changed state (device assigned or released)."""
+
+    effects: tuple[Effect, ...]
+
+
+# GET_NODE_STATUS of a virtual APU core: the vCPU's state as a PU state.
+_PROC_STATE: Final = {
+    VcpuPower.OFF: eemi.PROC_FORCEDOFF,
+    VcpuPower.ON: eemi.PROC_ACTIVE,
+    VcpuPower.STANDBY: eemi.PROC_SLEEP,
+    VcpuPower.POWERDOWN: eemi.PROC_SLEEP,
+    VcpuPower.SUSPENDED: eemi.PROC_SLEEP,
+}
 
 # The hypervisor's scheduler tick on the generic timer.
 HYP_TIMER_PERIOD_NS: Final = 1_000_000
@@ -245,6 +263,8 @@ class Mediator:
         fid = function_id & smccc.MASK32
         handler = HANDLERS.get(fid)
         if handler is None or (domain.aarch32 and fid & smccc.SMC64_BIT):
+            if (fid >> smccc.OWNER_SHIFT) & smccc.OWNER_MASK == smccc.Owner.SIP:
+                return self._eemi(domain, caller, fid, args)
             return _NOT_SUPPORTED
         x1, x2, x3 = (*args[:3], 0, 0, 0)[:3]
         x: Args = (
@@ -317,16 +337,90 @@ class Mediator:
             )
         fx: list[Effect] = []
         self._abort_blocked(domain, f"domain {name} was destroyed", fx)
-        for device_name in domain.devices:
-            device = self.system.devices[device_name]
-            device.owner = None
-            self.platform.gic_unroute(device.irq)
+        for device_name in list(domain.devices):
+            self._unassign(domain, self.system.devices[device_name], fx)
         del self.system.domains[domain.id]
         del self.system.names[name]
         for targets in self._ppi_targets.values():
             targets[:] = [t for t in targets if t[0] != domain.id]
         fx.append(DomainDestroyed(domain.id, name))
         return Destroyed(tuple(fx))
+
+    def assign_device(self, domain_name: str, device_name: str) -> Changed | Refused:
+        """Give an unassigned, idle device to a running domain (its IRQ is routed
+        to it, it is a wake source as the board says)."""
+        found = self._device_change(domain_name, device_name)
+        if isinstance(found, Refused):
+            return found
+        domain, device = found
+        if device.owner is not None:
+            owner = self.system.domains[device.owner].name
+            return Refused(Refusal.FAILED_PRECONDITION, f"{device_name} is owned by {owner}")
+        firmware = self.platform.firmware
+        users = {} if firmware is None else firmware.node_usage(device.node_id)
+        if users:
+            return Refused(
+                Refusal.FAILED_PRECONDITION,
+                f"{device_name} is not idle: {len(users)} master(s) still require it",
+            )
+        fx: list[Effect] = []
+        device.owner = domain.id
+        device.wake_source = device.wake_capable
+        domain.devices.append(device_name)
+        self._route_devices([device_name], fx)
+        self.collect(fx)
+        fx.append(DeviceAssigned(domain.id, domain.name, device_name, True))
+        return Changed(tuple(fx))
+
+    def release_device(self, domain_name: str, device_name: str) -> Changed | Refused:
+        """Take a device back from a domain that is not suspended: its requirements
+        are dropped (the node is unrequested again) and its IRQ unrouted."""
+        found = self._device_change(domain_name, device_name)
+        if isinstance(found, Refused):
+            return found
+        domain, device = found
+        if device.owner != domain.id:
+            return Refused(
+                Refusal.FAILED_PRECONDITION, f"{device_name} is not assigned to {domain.name}"
+            )
+        fx: list[Effect] = []
+        self._unassign(domain, device, fx)
+        return Changed(tuple(fx))
+
+    def _device_change(self, domain_name: str, device_name: str) -> tuple[Domain, Device] | Refused:
+        domain = self.system.domain(domain_name)
+        if domain is None:
+            return Refused(Refusal.NOT_FOUND, f"no domain named {domain_name!r}")
+        device = self.system.devices.get(device_name)
+        if device is None:
+            known = ", ".join(sorted(self.system.devices)) or "none"
+            return Refused(
+                Refusal.NOT_FOUND, f"no device {device_name!r} on this board; known: {known}"
+            )
+        if self.system.host_state is not HostState.ACTIVE:
+            return Refused(
+                Refusal.FAILED_PRECONDITION, f"the host is {self.system.host_state.value}"
+            )
+        if domain.state is not DomainState.RUNNING:
+            return Refused(
+                Refusal.FAILED_PRECONDITION,
+                f"{domain.name} is {domain.state.value}: devices change hands only while "
+                "their domain runs",
+            )
+        return domain, device
+
+    def _unassign(self, domain: Domain, device: Device, fx: list[Effect]) -> None:
+        firmware = self.platform.firmware
+        if firmware is not None:
+            firmware.release_all(domain.id, device.node_id)
+        self._set_wake_source(device, device.wake_capable)
+        device.owner = None
+        domain.devices.remove(device.name)
+        if device.irq in domain.pending_irqs:
+            domain.pending_irqs.remove(device.irq)
+        self.platform.gic_unroute(device.irq)
+        self.collect(fx)
+        fx.append(DeviceAssigned(domain.id, domain.name, device.name, False))
 
     def inject_fault(self, name: str, count: int, error: int) -> Refused | None:
         """Make the host step or hardware operation ``name`` fail its next ``count``
@@ -385,6 +479,10 @@ class Mediator:
                 return Raised(IrqOutcome.DROPPED, reason=f"{device_name} is not assigned")
             domain = system.domains[device.owner]
             vcpu = 0
+            firmware = self.platform.firmware
+            if firmware is not None and not firmware.node_on(device.node_id):
+                # A powered-off device raises nothing.
+                return Raised(IrqOutcome.DROPPED, domain.name, 0, f"{device_name} is powered off")
         if system.host_state is HostState.OFF:
             return Raised(IrqOutcome.DROPPED, domain.name, vcpu, "the host is powered off")
 
@@ -652,7 +750,112 @@ class Mediator:
             if device.owner is None:
                 continue
             self.platform.gic_route(IrqRoute(device.irq, self.platform.boot_pcpu))
-            self.platform.set_wake_source(device.irq, device.wake_source)
+            self._set_wake_source(device, device.wake_source)
+
+    def _set_wake_source(self, device: Device, enabled: bool) -> None:
+        """One switch for the three places a wake source lives: the domain-level
+        rule, the SoC wake logic, and the firmware keeping the node powered."""
+        device.wake_source = enabled
+        self.platform.set_wake_source(device.irq, enabled)
+        firmware = self.platform.firmware
+        if firmware is not None:
+            firmware.set_wake(device.node_id, enabled)
+
+    # -------------------------------------------------------------------- EEMI
+
+    def _eemi(self, domain: Domain, caller: Vcpu, fid: int, args: Sequence[int]) -> CallOutcome:
+        """A SiP call: decode, decide by the domain's rights, then forward to the
+        firmware, answer it here (virtualised), or refuse it untouched."""
+        firmware = self.platform.firmware
+        x1, x2, x3 = (*args[:3], 0, 0, 0)[:3]
+        call = eemi.decode(fid, (x1, x2, x3))
+        if firmware is None or call is None:
+            return _NOT_SUPPORTED
+        owners = {name: d.owner for name, d in self.system.devices.items()}
+        rights = eemi.Rights(domain.id, domain.hardware_domain, len(domain.vcpus), owners)
+        decision = eemi.decide(call, rights)
+        fx: list[Effect] = []
+        if decision.verdict is eemi.Verdict.ALLOW:
+            regs = self._eemi_forward(firmware, domain, call, decision, fx)
+        elif decision.verdict is eemi.Verdict.HANDLED:
+            regs = self._eemi_local(domain, caller, call, decision, fx)
+        else:
+            regs = eemi.encode(decision.status)
+        status = regs[0] & smccc.MASK32
+        fx.append(FirmwareCall(domain.id, domain.name, call.api, decision.verdict.value, status))
+        return Returned(regs, tuple(fx))
+
+    def _eemi_forward(
+        self,
+        firmware: PowerFirmware,
+        domain: Domain,
+        call: eemi.PmCall,
+        decision: eemi.Decision,
+        fx: list[Effect],
+    ) -> Regs:
+        api = call.api
+        if api == eemi.PmApi.CLOCK_ENABLE and firmware.clock_enabled(call.arg0):
+            # xilinx-eemi.c: an enabled clock may be "enabled" again by anyone;
+            # critical clocks are shared with devices the guest cannot see.
+            return eemi.encode(eemi.PmStatus.SUCCESS)
+        if decision.mask is not None and api == eemi.PmApi.MMIO_WRITE:
+            a = call.args
+            call = eemi.PmCall(api, (a[0], decision.mask, a[2], a[3], a[4]))
+        regs = firmware.call(domain.id, call)
+        self.collect(fx)
+        if api == eemi.PmApi.SET_WAKEUP_SOURCE and regs[0] & smccc.MASK32 == 0:
+            device = self._device_of_node(call.args[1])
+            if device is not None:
+                self._set_wake_source(device, bool(call.args[2]))
+        return regs
+
+    def _eemi_local(
+        self,
+        domain: Domain,
+        caller: Vcpu,
+        call: eemi.PmCall,
+        decision: eemi.Decision,
+        fx: list[Effect],
+    ) -> Regs:
+        """The calls the mediator answers itself: the virtual APU, and the ones
+        that must not reach the firmware as they are."""
+        api, node = call.api, call.arg0
+        if decision.status:
+            if decision.status < 0:
+                return _NOT_SUPPORTED.regs
+            return eemi.encode(decision.status)
+        if api == eemi.PmApi.GET_NODE_STATUS:
+            if node == eemi.NODE_APU:
+                return eemi.encode(0, eemi.PROC_ACTIVE)
+            return eemi.encode(0, _PROC_STATE[domain.vcpus[node - eemi.NODE_APU_CORES[0]].power])
+        if api == eemi.PmApi.REQ_WAKEUP:
+            target = domain.vcpus[node - eemi.NODE_APU_CORES[0]]
+            if target.power is not VcpuPower.OFF:
+                return eemi.encode(0)  # already awake
+            # "Use address flag is encoded in the 1st bit of the low-word".
+            low, high = call.args[1], call.args[2]
+            entry = (
+                (high << 32 | (low & ~1)) if low & 1 else (target.entry_point or domain.ram_base)
+            )
+            if not domain.entry_point_valid(entry):
+                return eemi.encode(eemi.PmStatus.INVALID_PARAM)
+            self.start_vcpu(domain, target, entry, 0, fx)
+            return eemi.encode(0)
+        if api == eemi.PmApi.SYSTEM_SHUTDOWN:
+            kind, subtype = call.args[:2]
+            if subtype > eemi.SHUTDOWN_SUBTYPE_SYSTEM:
+                return eemi.encode(eemi.PmStatus.INVALID_PARAM)
+            if kind == eemi.SHUTDOWN_TYPE_SHUTDOWN:
+                self.power_off_host(caller, fx)
+            elif kind == eemi.SHUTDOWN_TYPE_RESET:
+                self.reset_host(caller, fx)
+            elif kind != eemi.SHUTDOWN_TYPE_SETSCOPE_ONLY:
+                return eemi.encode(eemi.PmStatus.INVALID_PARAM)
+            return eemi.encode(0)
+        return eemi.encode(0)  # SELF_SUSPEND, ABORT_SUSPEND: accepted, ignored
+
+    def _device_of_node(self, node: int) -> Device | None:
+        return next((d for d in self.system.devices.values() if d.node_id == node), None)
 
     def _resume_host(self, woken_ns: int, fx: list[Effect]) -> None:
         """The SoC woke (at ``woken_ns``): run the resume steps."""

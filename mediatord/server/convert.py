@@ -8,7 +8,7 @@ from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.backends.base import PcpuState
 from mediatord.core import effects as fx
 from mediatord.core.mediator import IrqOutcome, Mediator, Raised
-from mediatord.core.model import Device, Domain, DomainState, HostState, System, VcpuPower
+from mediatord.core.model import Device, Domain, DomainState, HostState, VcpuPower
 
 DOMAIN_STATE: Final = {
     DomainState.RUNNING: pb.DOMAIN_STATE_RUNNING,
@@ -93,8 +93,12 @@ def domain_info(domain: Domain) -> pb.DomainInfo:
     )
 
 
-def device_info(device: Device, system: System) -> pb.DeviceInfo:
+def device_info(device: Device, mediator: Mediator) -> pb.DeviceInfo:
+    system = mediator.system
     owner = "" if device.owner is None else system.domains[device.owner].name
+    firmware = mediator.platform.firmware
+    powered = True if firmware is None else firmware.node_on(device.node_id)
+    users = {} if firmware is None else firmware.node_usage(device.node_id)
     return pb.DeviceInfo(
         name=device.name,
         node_id=device.node_id,
@@ -104,6 +108,11 @@ def device_info(device: Device, system: System) -> pb.DeviceInfo:
         wake_capable=device.wake_capable,
         wake_source=device.wake_source,
         owner=owner,
+        powered=powered,
+        requirements={
+            system.domains[master].name if master in system.domains else str(master): caps
+            for master, caps in users.items()
+        },
     )
 
 
@@ -121,7 +130,7 @@ def system_info(mediator: Mediator) -> pb.SystemInfo:
         host_state=HOST_STATE[system.host_state],
         pcpus=board.pcpus,
         boot_pcpu=board.boot_pcpu,
-        devices=[device_info(d, system) for d in system.devices.values()],
+        devices=[device_info(d, mediator) for d in system.devices.values()],
         domains=len(system.domains),
         pcpu_states=[
             pb.PcpuInfo(index=p, mpidr=p, state=PCPU_STATE[platform.pcpu_state(p)])
@@ -175,6 +184,21 @@ def system_event(effect: fx.Effect) -> pb.SystemEvent | None:
                     start_ns=effect.start_ns,
                     end_ns=effect.end_ns,
                     result=effect.result,
+                )
+            )
+        case fx.FirmwareCall():
+            return pb.SystemEvent(
+                firmware_call=pb.FirmwareCallEvent(
+                    domain=effect.domain,
+                    api=effect.api,
+                    verdict=effect.verdict,
+                    status=effect.status,
+                )
+            )
+        case fx.DeviceAssigned():
+            return pb.SystemEvent(
+                device_owner=pb.DeviceOwnerChange(
+                    domain=effect.domain, device=effect.device, assigned=effect.assigned
                 )
             )
         case fx.DomainCreated():

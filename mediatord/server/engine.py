@@ -20,9 +20,11 @@ from typing import Final
 from mediatord import logs
 from mediatord.core import effects as fx
 from mediatord.core.config import DomainConfig
+from mediatord.core.eemi import PmApi
 from mediatord.core.effects import Effect, Regs
 from mediatord.core.mediator import (
     Blocked,
+    Changed,
     Created,
     Destroyed,
     Mediator,
@@ -39,6 +41,13 @@ MAILBOX_LIMIT: Final = 4096
 WATCH_LIMIT: Final = 65536
 
 log = logs.get("mediatord.engine")
+
+
+def eemi_name(api: int) -> str:
+    try:
+        return PmApi(api).name
+    except ValueError:
+        return f"{api:#x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +224,18 @@ class Engine:
             self._apply(result.effects)
         return result
 
+    def assign_device(self, domain: str, device: str) -> Changed | Refused:
+        result = self.mediator.assign_device(domain, device)
+        if isinstance(result, Changed):
+            self._apply(result.effects)
+        return result
+
+    def release_device(self, domain: str, device: str) -> Changed | Refused:
+        result = self.mediator.release_device(domain, device)
+        if isinstance(result, Changed):
+            self._apply(result.effects)
+        return result
+
     def raise_interrupt(self, irq: int, domain: str, vcpu: int) -> Raised | Refused:
         result = self.mediator.raise_interrupt(irq, domain, vcpu)
         if isinstance(result, Raised):
@@ -279,6 +300,21 @@ class Engine:
                         result=effect.result,
                         injected=effect.injected or None,
                         duration_ns=effect.end_ns - effect.start_ns,
+                    )
+                case fx.FirmwareCall():
+                    level = log.info if effect.verdict in ("deny", "invalid") else log.debug
+                    level(
+                        "eemi call",
+                        domain=effect.domain,
+                        api=eemi_name(effect.api),
+                        verdict=effect.verdict,
+                        status=effect.status,
+                    )
+                case fx.DeviceAssigned():
+                    log.info(
+                        "device assigned" if effect.assigned else "device released",
+                        domain=effect.domain,
+                        device=effect.device,
                     )
                 case fx.HardwareStep():
                     log.debug(

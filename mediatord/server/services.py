@@ -160,12 +160,18 @@ class ControlService(pb_grpc.ControlServicer):
     async def AssignDevice(
         self, request: pb.AssignDeviceRequest, context: Context
     ) -> pb.AssignDeviceResponse:
-        await _later(context, "AssignDevice", "issue 5 (EEMI mediation and device ownership)")
+        result = self.engine.assign_device(request.domain, request.device)
+        if isinstance(result, Refused):
+            await refuse(context, result, rpc="AssignDevice", device=request.device)
+        return pb.AssignDeviceResponse()
 
     async def ReleaseDevice(
         self, request: pb.ReleaseDeviceRequest, context: Context
     ) -> pb.ReleaseDeviceResponse:
-        await _later(context, "ReleaseDevice", "issue 5 (EEMI mediation and device ownership)")
+        result = self.engine.release_device(request.domain, request.device)
+        if isinstance(result, Refused):
+            await refuse(context, result, rpc="ReleaseDevice", device=request.device)
+        return pb.ReleaseDeviceResponse()
 
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: Context
@@ -197,10 +203,3 @@ class ControlService(pb_grpc.ControlServicer):
         if refused is not None:
             await refuse(context, refused, rpc="InjectFault", step=request.step)
         return pb.InjectFaultResponse()
-
-
-async def _later(context: Context, rpc: str, owner: str) -> NoReturn:
-    await context.abort(
-        grpc.StatusCode.UNIMPLEMENTED,
-        f"Control.{rpc} is not implemented yet; it lands with {owner}",
-    )

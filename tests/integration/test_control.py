@@ -277,21 +277,6 @@ async def test_raise_interrupt_delivery(mediator) -> None:
     events.cancel()
 
 
-@pytest.mark.parametrize(
-    "rpc",
-    [
-        lambda c: c.AssignDevice(pb.AssignDeviceRequest(domain="domu1", device="SD_0")),
-        lambda c: c.ReleaseDevice(pb.ReleaseDeviceRequest(domain="domu1", device="UART_1")),
-    ],
-    ids=["AssignDevice", "ReleaseDevice"],
-)
-async def test_unimplemented_unary_rpcs(mediator, rpc) -> None:
-    before = await mediator.domains()
-    error = await mediator.refusal(rpc(mediator.control))
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert await mediator.domains() == before
-
-
 @pytest.mark.parametrize("service", ["", "mediator.v1.Guest", "mediator.v1.Control"])
 async def test_health_is_serving(mediator, service) -> None:
     stub = health_pb2_grpc.HealthStub(mediator.channel)

@@ -18,6 +18,7 @@ from mediatord.core.config import BoardConfig, DomainConfig
 from mediatord.core.effects import (
     CallAborted,
     CallCompleted,
+    DeviceAssigned,
     DomainCreated,
     DomainDestroyed,
     DomainEvent,
@@ -316,7 +317,7 @@ UNKNOWN = [
     0x0400_0000,  # yielding
     0x0000_0000,
     0xFFFF_FFFF,
-    0x8200_0001,  # SiP
+    0x8200_0FFF,  # SiP, not an EEMI API
     0xC000_0000,  # SMC64 SMCCC_VERSION
     0x8000_8000,  # ARCH_WORKAROUND_1
 ]
@@ -1413,7 +1414,13 @@ def test_destroy_domain_frees_its_devices(m: Mediator, state: str) -> None:
         assert x0(m, "domu1", 0, SYSTEM_OFF) == SUCCESS
     before = m.snapshot()
     outcome = m.destroy_domain("domu1")
-    assert outcome == Destroyed((DomainDestroyed(1, "domu1"),))
+    assert outcome == Destroyed(
+        (
+            DeviceAssigned(1, "domu1", "UART_1", False),
+            DeviceAssigned(1, "domu1", "ETH_0", False),
+            DomainDestroyed(1, "domu1"),
+        )
+    )
     assert m.system.domain("domu1") is None
     assert 1 not in m.system.domains
     assert m.system.devices["UART_1"].owner is None

@@ -189,8 +189,9 @@ def test_smccc_arch_features_without_argument_is_not_supported(m: Mediator) -> N
         0x8000_8000,  # ARCH_WORKAROUND_1: not offered
         0xC000_0000,  # SMC64 form of SMCCC_VERSION does not exist
         0xC000_0001,
-        0x8200_0001,  # SiP SMC32
-        0xC200_0001,  # SiP SMC64
+        0x8200_FF01,  # SiP service UID: not offered
+        0xC200_0FFF,  # SiP SMC64, not an EEMI API
+        0x8201_0001,  # SiP with reserved bits set
         0x8300_0000,  # OEM
         0x8500_0000,  # standard hypervisor service
         0x8600_0000,  # vendor hypervisor service
@@ -224,7 +225,9 @@ def test_unknown_function_id_is_not_supported(m: Mediator, domain: str, function
     before = m.snapshot()
     outcome = returned(m, domain, 0, function_id, 0x8000_0000, 0x4000_0000, 1)
     assert outcome.regs == (0xFFFF_FFFF_FFFF_FFFF, 0, 0, 0)
-    assert outcome.effects == ()
+    # A SiP call is an EEMI attempt and is recorded as one; nothing else happens.
+    sip = function_id >> 24 & 0x3F == 2 and not function_id & 0x00FF_0000
+    assert [type(e).__name__ for e in outcome.effects] == (["FirmwareCall"] if sip else [])
     assert m.snapshot() == before
 
 

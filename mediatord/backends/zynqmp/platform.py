@@ -28,6 +28,7 @@ from mediatord.backends.base import (
     SocState,
 )
 from mediatord.backends.zynqmp.gic import SGI_PPI, GicContext, GicV2
+from mediatord.backends.zynqmp.pmu import Pmu
 from mediatord.core.clock import Clock
 
 SUCCESS: Final = 0
@@ -91,7 +92,11 @@ class ZynqMP:
         "el2.restore": INTERNAL_FAILURE,
     }
 
-    def __init__(self, pcpus: int, boot_pcpu: int, clock: Clock) -> None:
+    def __init__(
+        self, pcpus: int, boot_pcpu: int, clock: Clock, devices: frozenset[int] = frozenset()
+    ) -> None:
+        """``devices``: EEMI node IDs of the board's peripherals (powered at boot)."""
+        self.devices = devices
         self.pcpus = pcpus
         self.boot_pcpu = boot_pcpu
         self.clock = clock
@@ -119,6 +124,8 @@ class ZynqMP:
         # Pending interrupts: (INTID, pCPU) for a banked PPI, (INTID, SPI) for an SPI.
         self.pending: set[tuple[int, int]] = set()
         self.resume_entry = 0
+        # The PMU firmware restarts with the SoC.
+        self.firmware = Pmu(self.clock, self._record, self.devices)
 
     # ------------------------------------------------------------ plumbing
 
@@ -133,6 +140,9 @@ class ZynqMP:
             detail = f"{detail} (injected fault)"
         self._steps.append(BackendStep(name, detail, start, self.clock.now_ns(), result))
         return result
+
+    def _record(self, step: BackendStep) -> None:
+        self._steps.append(step)
 
     def drain_steps(self) -> list[BackendStep]:
         steps, self._steps = self._steps, []
@@ -185,6 +195,7 @@ class ZynqMP:
             self.gic.reset()
             self.timer_ctl = self.timer_cval = 0
             self.el2 = (0,) * len(EL2_INSTALLED)
+            self.firmware.power_down_for_suspend()
             self.pcpu[pcpu] = PcpuState.SUSPENDED
             self.masked[pcpu] = True
             self.soc = SocState.SUSPENDED
@@ -381,6 +392,7 @@ class ZynqMP:
         self.pcpu[self.boot_pcpu] = PcpuState.ON
         self.masked[self.boot_pcpu] = True
         self.watchdog_expiry_ns = None
+        self.firmware.restore_after_wake()
         # Still-asserted lines are pending again in the freshly reset GIC.
         # A latched PPI (the virtual timer) is pending on the boot pCPU that woke.
         self.pending.update(
