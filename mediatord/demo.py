@@ -20,6 +20,15 @@ from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
 from mediatord.core.clock import ManualClock
 from mediatord.core.config import BoardConfig, DomainConfig
+from mediatord.core.eemi import (
+    CAP_ACCESS,
+    CAP_WAKEUP,
+    NODE_APU,
+    NODE_NAMES,
+    PM_SIP_SVC,
+    PmApi,
+    PmStatus,
+)
 from mediatord.core.model import VTIMER_PPI
 from mediatord.core.psci import AffinityInfo, PsciFn, PsciRet
 from mediatord.core.smccc import to_signed
@@ -90,11 +99,35 @@ class Guest:
         )
         return x0
 
+    async def eemi(self, api: PmApi, *args: int, why: str = "") -> int:
+        """An EEMI call packed as Linux's zynqmp_pm_invoke_fn packs it."""
+        padded = (*args, 0, 0, 0, 0)[:4]
+        regs = [padded[1] << 32 | padded[0], padded[3] << 32 | padded[2]]
+        reply = await self.stub.Call(
+            pb.SmcCall(vcpu=0, function_id=PM_SIP_SVC | api, args=regs), metadata=self.metadata
+        )
+        status = reply.regs[0] & 0xFFFF_FFFF
+        # The node argument (first, or second for SET_WAKEUP_SOURCE) by its name.
+        node_at = 1 if api == PmApi.SET_WAKEUP_SOURCE else 0
+        shown = ", ".join(
+            _node_arg(a) if i in (0, node_at) else f"{a:#x}" for i, a in enumerate(args)
+        )
+        meaning = PmStatus(status).name if status in PmStatus._value2member_map_ else ""
+        self.out(
+            f"  {self.name:<6} vCPU 0  PM_{api.name}({shown}) -> status {status} {meaning}"
+            f"{'   # ' + why if why else ''}"
+        )
+        return status
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def _node_arg(value: int) -> str:
+    return f"NODE_{NODE_NAMES[value]}" if value in NODE_NAMES else f"{value:#x}"
 
 
 def _entry(domain: DomainConfig, offset: int) -> int:
@@ -215,7 +248,7 @@ async def run_script(
             out("\n3. Bad calls get exact PSCI / SMCCC errors and change nothing:")
             await other.call(0, PsciFn.CPU_ON_64, 0x100, 0x4000_0000, 0, why="no vCPU 16")
             await other.call(0, PsciFn.CPU_ON_64, 0x1, 0x1, 0, why="entry outside RAM")
-            await other.call(0, 0xC200_0001, why="a SiP call nobody implements here")
+            await other.call(0, 0xC500_0001, why="a hypervisor service nobody offers")
             try:
                 await other.call(1, PsciFn.PSCI_VERSION)
             except grpc.aio.AioRpcError as error:
@@ -225,6 +258,24 @@ async def run_script(
                 )
 
             out(f"\n4. {domu.name} suspends to RAM the way Linux does (seed: Suspending Guests):")
+            nodes = {d.name: d.node_id for d in board.devices}
+            if sleeper.devices:
+                # Its drivers hold their devices through EEMI; the mediator lets a
+                # domain touch only nodes it owns.
+                wake_node = nodes[sleeper.devices[0]]
+                caps = CAP_ACCESS | CAP_WAKEUP
+                await domu.eemi(PmApi.REQ_NODE, wake_node, caps, 100, 1, why="wake device")
+                foreign = next(
+                    (nodes[n] for d in domus if d is not sleeper for n in d.devices), None
+                )
+                if foreign is not None:
+                    await domu.eemi(
+                        PmApi.REQ_NODE, foreign, CAP_ACCESS, 100, 1, why="not its device"
+                    )
+                await domu.eemi(PmApi.SET_WAKEUP_SOURCE, NODE_APU, wake_node, 1)
+                for extra in sleeper.devices[1:]:
+                    await domu.eemi(PmApi.REQ_NODE, nodes[extra], CAP_ACCESS, 100, 1)
+                    await domu.eemi(PmApi.RELEASE_NODE, nodes[extra], why="suspend it: powers off")
             if sleeper.vcpus > 1:
                 await domu.call(
                     0, PsciFn.SYSTEM_SUSPEND_64, resume_at, 0x2222, why="vCPU 1 is still on"
