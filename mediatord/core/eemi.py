@@ -109,21 +109,91 @@ class PmStatus(IntEnum):
     NO_FEATURE = 2008
 
 
-# enum pm_node_id (TF-A pm_defs.h); NODE_MAX is 78.
-NODES: Final = {
-    "UNKNOWN": 0, "APU": 1, "APU_0": 2, "APU_1": 3, "APU_2": 4, "APU_3": 5, "RPU": 6,
-    "RPU_0": 7, "RPU_1": 8, "PLD": 9, "FPD": 10, "OCM_BANK_0": 11, "OCM_BANK_1": 12,
-    "OCM_BANK_2": 13, "OCM_BANK_3": 14, "TCM_0_A": 15, "TCM_0_B": 16, "TCM_1_A": 17,
-    "TCM_1_B": 18, "L2": 19, "GPU_PP_0": 20, "GPU_PP_1": 21, "USB_0": 22, "USB_1": 23,
-    "TTC_0": 24, "TTC_1": 25, "TTC_2": 26, "TTC_3": 27, "SATA": 28, "ETH_0": 29, "ETH_1": 30,
-    "ETH_2": 31, "ETH_3": 32, "UART_0": 33, "UART_1": 34, "SPI_0": 35, "SPI_1": 36,
-    "I2C_0": 37, "I2C_1": 38, "SD_0": 39, "SD_1": 40, "DP": 41, "GDMA": 42, "ADMA": 43,
-    "NAND": 44, "QSPI": 45, "GPIO": 46, "CAN_0": 47, "CAN_1": 48, "EXTERN": 49, "APLL": 50,
-    "VPLL": 51, "DPLL": 52, "RPLL": 53, "IOPLL": 54, "DDR": 55, "IPI_APU": 56, "IPI_RPU_0": 57,
-    "GPU": 58, "PCIE": 59, "PCAP": 60, "RTC": 61, "LPD": 62, "VCU": 63, "IPI_RPU_1": 64,
-    "IPI_PL_0": 65, "IPI_PL_1": 66, "IPI_PL_2": 67, "IPI_PL_3": 68, "PL": 69, "GEM_TSU": 70,
-    "SWDT_0": 71, "SWDT_1": 72, "CSU": 73, "PJTAG": 74, "TRACE": 75, "TESTSCAN": 76, "PMU": 77,
-}  # fmt: skip
+class PmNode(IntEnum):
+    """enum pm_node_id (TF-A pm_defs.h); NODE_MAX is 78."""
+
+    NODE_UNKNOWN = 0
+    NODE_APU = 1
+    NODE_APU_0 = 2
+    NODE_APU_1 = 3
+    NODE_APU_2 = 4
+    NODE_APU_3 = 5
+    NODE_RPU = 6
+    NODE_RPU_0 = 7
+    NODE_RPU_1 = 8
+    NODE_PLD = 9
+    NODE_FPD = 10
+    NODE_OCM_BANK_0 = 11
+    NODE_OCM_BANK_1 = 12
+    NODE_OCM_BANK_2 = 13
+    NODE_OCM_BANK_3 = 14
+    NODE_TCM_0_A = 15
+    NODE_TCM_0_B = 16
+    NODE_TCM_1_A = 17
+    NODE_TCM_1_B = 18
+    NODE_L2 = 19
+    NODE_GPU_PP_0 = 20
+    NODE_GPU_PP_1 = 21
+    NODE_USB_0 = 22
+    NODE_USB_1 = 23
+    NODE_TTC_0 = 24
+    NODE_TTC_1 = 25
+    NODE_TTC_2 = 26
+    NODE_TTC_3 = 27
+    NODE_SATA = 28
+    NODE_ETH_0 = 29
+    NODE_ETH_1 = 30
+    NODE_ETH_2 = 31
+    NODE_ETH_3 = 32
+    NODE_UART_0 = 33
+    NODE_UART_1 = 34
+    NODE_SPI_0 = 35
+    NODE_SPI_1 = 36
+    NODE_I2C_0 = 37
+    NODE_I2C_1 = 38
+    NODE_SD_0 = 39
+    NODE_SD_1 = 40
+    NODE_DP = 41
+    NODE_GDMA = 42
+    NODE_ADMA = 43
+    NODE_NAND = 44
+    NODE_QSPI = 45
+    NODE_GPIO = 46
+    NODE_CAN_0 = 47
+    NODE_CAN_1 = 48
+    NODE_EXTERN = 49
+    NODE_APLL = 50
+    NODE_VPLL = 51
+    NODE_DPLL = 52
+    NODE_RPLL = 53
+    NODE_IOPLL = 54
+    NODE_DDR = 55
+    NODE_IPI_APU = 56
+    NODE_IPI_RPU_0 = 57
+    NODE_GPU = 58
+    NODE_PCIE = 59
+    NODE_PCAP = 60
+    NODE_RTC = 61
+    NODE_LPD = 62
+    NODE_VCU = 63
+    NODE_IPI_RPU_1 = 64
+    NODE_IPI_PL_0 = 65
+    NODE_IPI_PL_1 = 66
+    NODE_IPI_PL_2 = 67
+    NODE_IPI_PL_3 = 68
+    NODE_PL = 69
+    NODE_GEM_TSU = 70
+    NODE_SWDT_0 = 71
+    NODE_SWDT_1 = 72
+    NODE_CSU = 73
+    NODE_PJTAG = 74
+    NODE_TRACE = 75
+    NODE_TESTSCAN = 76
+    NODE_PMU = 77
+
+
+# Node names as board files spell devices: the PmNode name without NODE_.
+NODES: Final = {n.name.removeprefix("NODE_"): n.value for n in PmNode}
 NODE_NAMES: Final = {v: k for k, v in NODES.items()}
 NODE_MAX: Final = 78
 NODE_APU: Final = 1

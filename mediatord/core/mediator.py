@@ -30,6 +30,7 @@ from mediatord.core.effects import (
     FirmwareCall,
     HardwareStep,
     HostStateChanged,
+    HostStep,
     Pause,
     Regs,
     Resume,
@@ -153,6 +154,10 @@ def _smccc_arch_features(m: Mediator, d: Domain, v: Vcpu, x: Args, fx: list[Effe
     return smccc.SmcccRet.NOT_SUPPORTED
 
 
+def _steps(effects: list[Effect]) -> tuple[HostStep | HardwareStep, ...]:
+    return tuple(e for e in effects if isinstance(e, HostStep | HardwareStep))
+
+
 HANDLERS: Final[dict[int, psci.Handler]] = {
     smccc.SMCCC_VERSION: _smccc_version,
     smccc.SMCCC_ARCH_FEATURES: _smccc_arch_features,
@@ -177,6 +182,10 @@ class Mediator:
         # emulated hardware catches a mediator that skips a step.
         self.suspend_steps = suspend_steps
         self.resume_steps = resume_steps
+        # History, not state: the host and hardware steps of the last suspend
+        # attempt and of the last resume, for timelines.
+        self.last_suspend_steps: tuple[HostStep | HardwareStep, ...] = ()
+        self.last_resume_steps: tuple[HostStep | HardwareStep, ...] = ()
         # Which (domain id, vCPU)s a virtual-timer PPI latched on a pCPU is for:
         # one pending bit in the GIC can stand for several vCPUs' timers.
         self._ppi_targets: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -619,7 +628,9 @@ class Mediator:
         record = HostSuspend(caller_pcpu=self._vcpu_pcpu(v.index), started_ns=self.clock.now_ns())
         self.system.host_suspend = record
         self.system.hyp_pcpu = record.caller_pcpu
+        mark = len(fx)
         result = suspend.run_suspend(self, record, fx, self.suspend_steps)
+        self.last_suspend_steps = _steps(fx[mark:])
         if result == psci.PsciRet.SUCCESS:
             record.suspended_ns = self.clock.now_ns()
             self.system.last_suspend_ns = (record.started_ns, record.suspended_ns)
@@ -862,6 +873,8 @@ class Mediator:
         record = self.system.host_suspend
         assert record is not None
         suspend.run_resume(self, record, fx, self.resume_steps)
+        # fx began with the SoC's own wake-up: the whole resume, from the interrupt.
+        self.last_resume_steps = _steps(fx)
         self.system.host_suspend = None
         self.system.last_resume_ns = (woken_ns, self.clock.now_ns())
 

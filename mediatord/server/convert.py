@@ -141,7 +141,14 @@ def system_info(mediator: Mediator) -> pb.SystemInfo:
         last_suspend=_timing(system.last_suspend_ns),
         last_resume=_timing(system.last_resume_ns),
         now_ns=mediator.clock.now_ns(),
+        last_suspend_steps=_history(mediator.last_suspend_steps),
+        last_resume_steps=_history(mediator.last_resume_steps),
     )
+
+
+def _history(steps: tuple[fx.HostStep | fx.HardwareStep, ...]) -> list[pb.SystemEvent]:
+    events = (system_event(s) for s in steps)
+    return [e for e in events if e is not None]
 
 
 def system_event(effect: fx.Effect) -> pb.SystemEvent | None:

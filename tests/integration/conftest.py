@@ -174,11 +174,14 @@ class Mediator:
         raise AssertionError(f"no domain {name!r} in ListDomains")
 
     async def system(self) -> pb.SystemInfo:
-        """GetSystem without the two fields that move with time (the clock and
-        the system counter), so that responses compare equal when state does."""
+        """GetSystem without the fields that move with time (the clock and the
+        system counter) or keep history (the last suspend/resume steps), so that
+        responses compare equal when state does."""
         system = await self.control.GetSystem(pb.GetSystemRequest(), timeout=TIMEOUT)
         system.ClearField("now_ns")
         system.ClearField("counter")
+        system.ClearField("last_suspend_steps")
+        system.ClearField("last_resume_steps")
         return system
 
     async def raise_irq(
