@@ -18,11 +18,11 @@ serve: $(GEN)
 test: lint typecheck unit
 
 lint: $(GEN)
-	$(BIN)/ruff check mediatord tests bench
-	$(BIN)/ruff format --check mediatord tests bench
+	$(BIN)/ruff check mediatord clients tests bench
+	$(BIN)/ruff format --check mediatord clients tests bench
 
 typecheck: $(GEN)
-	$(BIN)/mypy --strict mediatord
+	$(BIN)/mypy --strict mediatord clients/mediator_client
 
 unit: $(GEN)
 	$(BIN)/pytest -q

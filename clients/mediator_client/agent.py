@@ -1,0 +1,362 @@
+"""Guest agents: one per domain, standing in for the guest kernel's PSCI/EEMI drivers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+import grpc
+
+from mediator_client import eemi, psci
+from mediator_client.calls import Call, Event, Regs, raw
+from mediator_client.errors import DomainGoneError, PsciError, UnavailableError, from_rpc
+from mediatord.api.mediator.v1 import mediator_pb2 as pb
+from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
+from mediatord.core import effects as fx
+from mediatord.core.eemi import CAP_WAKEUP, PM_SIP_SVC, PmApi
+from mediatord.core.psci import AffinityInfo, PsciRet
+from mediatord.server.auth import DOMAIN_KEY, PRINCIPAL_KEY
+
+T = TypeVar("T")
+MAX_VCPUS: Final = 128
+RECONNECT_ATTEMPTS: Final = 50
+RECONNECT_DELAY_S: Final = 0.1
+
+
+class VcpuHandler:
+    """What one vCPU does with its events. Subclass and override what you need;
+    each vCPU's events reach its handler one at a time, in order."""
+
+    async def on_start(self, agent: AsyncGuestAgent, vcpu: int, start: fx.Start) -> None: ...
+    async def on_resume(self, agent: AsyncGuestAgent, vcpu: int, resume: fx.Resume) -> None: ...
+    async def on_wake(self, agent: AsyncGuestAgent, vcpu: int, irq: int) -> None: ...
+    async def on_pause(self, agent: AsyncGuestAgent, vcpu: int) -> None: ...
+    async def on_unpause(self, agent: AsyncGuestAgent, vcpu: int) -> None: ...
+    async def on_shutdown(self, agent: AsyncGuestAgent, vcpu: int, reason: str) -> None: ...
+
+    async def on_suspend_request(
+        self, agent: AsyncGuestAgent, vcpu: int, deadline_ns: int
+    ) -> None: ...
+
+    async def handle(self, agent: AsyncGuestAgent, event: Event) -> None:
+        kind, vcpu = event.kind, event.vcpu
+        match kind:
+            case fx.Start():
+                await self.on_start(agent, vcpu, kind)
+            case fx.Resume():
+                await self.on_resume(agent, vcpu, kind)
+            case fx.Wake(irq):
+                await self.on_wake(agent, vcpu, irq)
+            case fx.Pause():
+                await self.on_pause(agent, vcpu)
+            case fx.Unpause():
+                await self.on_unpause(agent, vcpu)
+            case fx.Shutdown(reason):
+                await self.on_shutdown(agent, vcpu, reason.name)
+            case fx.SuspendRequest(deadline):
+                await self.on_suspend_request(agent, vcpu, deadline)
+
+
+@dataclass
+class SuspendReport:
+    """What ``suspend_to_ram`` did, in order, with the event that resumed it."""
+
+    secondaries_off: list[int] = field(default_factory=list)
+    devices_suspended: dict[int, int] = field(default_factory=dict)  # node -> caps held
+    resumed_by: Event | None = None
+    suspended_at: float = 0.0
+    resumed_at: float = 0.0
+
+
+class AsyncGuestAgent:
+    """A domain's agent over grpc.aio. Use ``async with``; ``start()`` follows the
+    domain's Attach stream and runs one :class:`VcpuHandler` per vCPU."""
+
+    def __init__(
+        self,
+        target: str,
+        domain: str,
+        *,
+        principal: str | None = None,
+        handler: Callable[[int], VcpuHandler] = lambda vcpu: VcpuHandler(),
+        timeout: float = 10.0,
+    ) -> None:
+        self.target = target
+        self.domain = domain
+        self.metadata: tuple[tuple[str, str], ...] = ((DOMAIN_KEY, domain),)
+        if principal is not None:
+            self.metadata += ((PRINCIPAL_KEY, principal),)
+        self.timeout = timeout
+        self.events: list[Event] = []
+        self.last_seq = 0
+        # What the domain holds through EEMI: node -> capabilities, and its wake sources.
+        self.held: dict[int, int] = {}
+        self.wake_nodes: set[int] = set()
+        self._handler_factory = handler
+        self._handlers: dict[int, VcpuHandler] = {}
+        self._queues: dict[int, asyncio.Queue[Event]] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.GuestAsyncStub | None = None
+        self._follow: asyncio.Task[None] | None = None
+        self._changed = asyncio.Condition()
+        self.error: BaseException | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> AsyncGuestAgent:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.target)
+            self._stub = pb_grpc.GuestStub(self._channel)
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._follow, *self._workers) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._follow, self._workers = None, []
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._stub = None
+
+    # ---------------------------------------------------------------- calls
+
+    async def call(
+        self, call: Call[T], vcpu: int = 0, conduit: pb.Conduit.ValueType = pb.CONDUIT_SMC
+    ) -> T:
+        """Send one SMC from ``vcpu`` and decode its answer."""
+        regs = await self.raw(call.function_id, *call.args, vcpu=vcpu, conduit=conduit)
+        result = call.decode(regs)
+        self._track(call)
+        return result
+
+    async def raw(
+        self,
+        function_id: int,
+        *args: int,
+        vcpu: int = 0,
+        conduit: pb.Conduit.ValueType = pb.CONDUIT_SMC,
+    ) -> Regs:
+        await self.connect()
+        assert self._stub is not None
+        request = pb.SmcCall(vcpu=vcpu, function_id=function_id, args=args, conduit=conduit)
+        try:
+            reply = await self._stub.Call(request, metadata=self.metadata, timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc(error) from None
+        r = reply.regs
+        return (r[0], r[1], r[2], r[3])
+
+    def _track(self, call: Call[Any]) -> None:
+        """Remember what the domain holds, so a suspend can put it back."""
+        if call.function_id & 0xFFFF_0000 != PM_SIP_SVC:
+            return
+        api = call.function_id & 0xFFFF
+        x1 = call.args[0] if call.args else 0
+        node, second = x1 & 0xFFFF_FFFF, x1 >> 32
+        if api in (PmApi.REQ_NODE, PmApi.SET_REQUIREMENT):
+            self.held[node] = second
+        elif api == PmApi.RELEASE_NODE:
+            self.held.pop(node, None)
+        elif api == PmApi.SET_WAKEUP_SOURCE:
+            enable = call.args[1] & 0xFFFF_FFFF if len(call.args) > 1 else 0
+            (self.wake_nodes.add if enable else self.wake_nodes.discard)(second)
+
+    # --------------------------------------------------------------- events
+
+    def start(self) -> asyncio.Task[None]:
+        """Follow the domain's events in the background (re-attaching after a restart)."""
+        if self._follow is None or self._follow.done():
+            self._follow = asyncio.create_task(self._run())
+        return self._follow
+
+    async def _run(self) -> None:
+        attempts = 0
+        while True:
+            try:
+                await self.connect()
+                assert self._stub is not None
+                stream = self._stub.Attach(pb.AttachRequest(), metadata=self.metadata)
+                async for message in stream:
+                    attempts = 0
+                    await self._deliver(Event.from_proto(message))
+                return
+            except grpc.aio.AioRpcError as error:
+                failure = from_rpc(error)
+                if isinstance(failure, UnavailableError) and attempts < RECONNECT_ATTEMPTS:
+                    # The daemon restarts: a fresh channel, then attach again.
+                    attempts += 1
+                    await self._reconnect()
+                    continue
+                self.error = failure
+                async with self._changed:
+                    self._changed.notify_all()
+                if isinstance(failure, DomainGoneError):
+                    return
+                raise failure from None
+
+    async def _reconnect(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._stub = None
+        await asyncio.sleep(RECONNECT_DELAY_S)
+
+    async def _deliver(self, event: Event) -> None:
+        if event.seq <= self.last_seq:
+            if event.seq != 1:
+                return  # delivered before (at-least-once across reconnects)
+            self.last_seq = 0  # a restarted daemon numbers from 1 again
+        self.last_seq = event.seq
+        self.events.append(event)
+        queue = self._queues.get(event.vcpu)
+        if queue is None:
+            queue = self._queues[event.vcpu] = asyncio.Queue()
+            self._handlers[event.vcpu] = self._handler_factory(event.vcpu)
+            self._workers.append(asyncio.create_task(self._work(event.vcpu, queue)))
+        queue.put_nowait(event)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _work(self, vcpu: int, queue: asyncio.Queue[Event]) -> None:
+        handler = self._handlers[vcpu]
+        while True:
+            event = await queue.get()
+            await handler.handle(self, event)
+
+    async def wait_for(
+        self, predicate: Callable[[Event], bool], after: int = 0, within: float | None = None
+    ) -> Event:
+        """The first event with seq > ``after`` matching ``predicate`` (waits for it)."""
+
+        def found() -> Event | None:
+            return next((e for e in self.events if e.seq > after and predicate(e)), None)
+
+        async def wait() -> Event:
+            async with self._changed:
+                while (event := found()) is None:
+                    if self.error is not None:
+                        raise self.error
+                    await self._changed.wait()
+                return event
+
+        self.start()
+        return await asyncio.wait_for(wait(), within)
+
+    # ------------------------------------------------------------- suspend
+
+    async def vcpus(self) -> int:
+        """How many vCPUs the domain has, found the PSCI way (AFFINITY_INFO)."""
+        for vcpu in range(MAX_VCPUS):
+            try:
+                await self.call(psci.affinity_info(psci.mpidr(vcpu)))
+            except PsciError as error:
+                if error.code == PsciRet.INVALID_PARAMETERS:
+                    return vcpu
+                raise
+        return MAX_VCPUS
+
+    async def suspend_to_ram(
+        self,
+        entry_point: int,
+        context_id: int = 0,
+        secondary_entry: int | None = None,
+        resume_timeout: float | None = None,
+    ) -> SuspendReport:
+        """Linux's ``echo mem > /sys/power/state``: suspend the devices the domain
+        holds (wake devices keep WAKEUP), CPU_OFF every secondary from itself,
+        SYSTEM_SUSPEND from the boot vCPU; after the RESUME, CPU_ON the
+        secondaries again and give the devices back what they held."""
+        report = SuspendReport()
+        self.start()
+        mark = self.last_seq
+        for node, caps in sorted(self.held.items()):
+            report.devices_suspended[node] = caps
+            await self.call(
+                eemi.set_requirement(node, CAP_WAKEUP if node in self.wake_nodes else 0)
+            )
+        count = await self.vcpus()
+        for vcpu in range(1, count):
+            if await self.call(psci.affinity_info(psci.mpidr(vcpu))) is AffinityInfo.ON:
+                await self.call(psci.cpu_off(), vcpu=vcpu)
+                report.secondaries_off.append(vcpu)
+        report.suspended_at = time.monotonic()
+        await self.call(psci.system_suspend(entry_point, context_id), vcpu=0)
+        report.resumed_by = await self.wait_for(
+            lambda e: e.vcpu == 0 and isinstance(e.kind, fx.Resume), mark, resume_timeout
+        )
+        report.resumed_at = time.monotonic()
+        for vcpu in report.secondaries_off:
+            await self.call(psci.cpu_on(psci.mpidr(vcpu), secondary_entry or entry_point))
+        for node, caps in report.devices_suspended.items():
+            await self.call(eemi.set_requirement(node, caps))
+        return report
+
+
+class GuestAgent:
+    """The blocking form of :class:`AsyncGuestAgent` (its own event loop on a thread)."""
+
+    def __init__(self, target: str, domain: str, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.agent: AsyncGuestAgent = self._run(_make(target, domain, options))
+
+    def _run(self, work: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
+        async def wrapped() -> T:
+            return await work
+
+        return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result()
+
+    def __enter__(self) -> GuestAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, call: Call[T], vcpu: int = 0) -> T:
+        return self._run(self.agent.call(call, vcpu))
+
+    def raw(self, function_id: int, *args: int, vcpu: int = 0) -> Regs:
+        return self._run(self.agent.call(raw(function_id, *args), vcpu))
+
+    def start(self) -> None:
+        self._loop.call_soon_threadsafe(self.agent.start)
+
+    @property
+    def events(self) -> list[Event]:
+        return list(self.agent.events)
+
+    def wait_for(
+        self, predicate: Callable[[Event], bool], after: int = 0, timeout: float | None = None
+    ) -> Event:
+        return self._run(self.agent.wait_for(predicate, after, timeout))
+
+    def suspend_to_ram(
+        self, entry_point: int, context_id: int = 0, **options: Any
+    ) -> SuspendReport:
+        return self._run(self.agent.suspend_to_ram(entry_point, context_id, **options))
+
+    def close(self) -> None:
+        self._run(self.agent.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+async def _make(target: str, domain: str, options: dict[str, Any]) -> AsyncGuestAgent:
+    agent = AsyncGuestAgent(target, domain, **options)
+    await agent.connect()
+    return agent
