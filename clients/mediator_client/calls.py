@@ -21,6 +21,12 @@ class Call(Generic[T]):
     function_id: int
     args: tuple[int, ...]
     decode: Callable[[Regs], T]
+    # The arguments as a person reads them (spec names, unpacked); empty: the registers.
+    detail: str = ""
+
+    def __str__(self) -> str:
+        shown = self.detail or ", ".join(f"{a:#x}" for a in self.args)
+        return f"{self.name}({shown})"
 
 
 def raw(function_id: int, *args: int) -> Call[Regs]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from mediator_client.calls import Call, Regs
 from mediator_client.errors import EemiError
@@ -69,7 +69,35 @@ def pm_call(api: PmApi | int, *args: int, read: Callable[[Regs], T]) -> Call[T]:
             raise EemiError(name, known)
         return read(regs)
 
-    return Call(f"PM_{name}", PM_SIP_SVC | int(api), _pack(*args), decode)
+    return Call(f"PM_{name}", PM_SIP_SVC | int(api), _pack(*args), decode, _detail(api, args))
+
+
+# Where the node argument is, for printing it by name.
+_NODE_AT: Final[dict[int, int]] = {PmApi.SET_WAKEUP_SOURCE: 1}
+_NODE_APIS: Final = frozenset(
+    {
+        PmApi.REQ_NODE,
+        PmApi.RELEASE_NODE,
+        PmApi.SET_REQUIREMENT,
+        PmApi.GET_NODE_STATUS,
+        PmApi.SET_MAX_LATENCY,
+        PmApi.SET_WAKEUP_SOURCE,
+        PmApi.REQ_WAKEUP,
+        PmApi.REQ_SUSPEND,
+        PmApi.FORCE_POWERDOWN,
+    }
+)
+
+
+def _detail(api: PmApi | int, args: tuple[int, ...]) -> str:
+    at = _NODE_AT.get(int(api), 0) if api in _NODE_APIS else -1
+    parts = []
+    for index, value in enumerate(args):
+        if index == at and value in PmNode._value2member_map_:
+            parts.append(PmNode(value).name)
+        else:
+            parts.append(f"{value:#x}")
+    return ", ".join(parts)
 
 
 def _nothing(regs: Regs) -> None:
