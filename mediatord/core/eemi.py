@@ -291,7 +291,7 @@ _CLOCKS: Final = (
     "GEM3_REF_UNGATED LPD_WDT"
 ).split()
 CLOCKS: Final = {name: i for i, name in enumerate(_CLOCKS)}
-CLOCK_END: Final = len(_CLOCKS)  # a clock ID above this is invalid (clock_id_is_valid)
+CLOCK_END: Final = len(_CLOCKS)  # clock IDs are 0..CLOCK_END-1 (Xen lets CLOCK_END through)
 # PLL clocks pass through: no device is bound to them (clock_id_plls).
 PLL_CLOCKS: Final = frozenset(CLOCKS[c] for c in (
     "RPLL VPLL RPLL_TO_FPD VPLL_TO_LPD CSU_PLL IOPLL_INT IOPLL_PRE_SRC IOPLL_INT_MUX "
@@ -571,7 +571,7 @@ def decide(call: PmCall, rights: Rights) -> Decision:
             return _deny(f"register {arg0:#x} is not the domain's")
         return Decision(Verdict.ALLOW, mask=allowed)
     if api in _CLOCK_CONTROL or api in _CLOCK_READ:
-        if arg0 > CLOCK_END:
+        if arg0 >= CLOCK_END:
             return _invalid(PmStatus.INVALID_PARAM, f"clock {arg0} does not exist")
         if api in _CLOCK_READ or arg0 in PLL_CLOCKS or rights.clock(arg0):
             return ALLOW

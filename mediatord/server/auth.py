@@ -1,23 +1,30 @@
-"""Who is calling, and may they: identity from metadata and the authorization matrix.
+"""Who is calling, and may they: identity, the authorization matrix, per-caller limits.
 
-Development listener (loopback TCP or a unix socket; design section 4):
-- ``x-mediator-domain: <name>`` names the domain a Guest RPC acts for. Without
-  another statement it is also the caller's identity.
-- ``x-mediator-principal: domain/<name>`` or ``operator/<name>`` states the
-  caller's identity explicitly (what a client certificate will carry on the TLS
-  listener), so the matrix can be exercised without certificates.
-- Control RPCs from a caller without identity metadata are served: on this
-  listener, reaching the socket is the credential.
+Identity:
+- TLS listener (mTLS): the principal is the verified client certificate's SAN URI
+  ``mediator://domain/<name>`` or ``mediator://operator/<name>`` (the CN, in the
+  same form or as a bare domain name, as a fallback). Never metadata.
+- Development listener (loopback TCP or a unix socket, design section 4):
+  ``x-mediator-principal: domain/<name>`` or ``operator/<name>`` if given, else
+  ``x-mediator-domain`` names the calling domain; without either the caller is an
+  anonymous local user (reaching the socket is the credential).
 
-The matrix (principal kind x RPC): a domain may use the Guest RPCs for itself
-only; the hardware domain may also read (GetSystem, ListDomains, WatchEvents);
-operators and anonymous local callers may use every Control RPC and no Guest RPC
-on behalf of a domain other than the one named.
+The target of a Guest RPC is ``x-mediator-domain``, defaulting to the principal's
+own domain. The matrix (:func:`decide`) is the whole policy, in one function:
+
+| principal          | Guest RPCs          | Control reads | other Control |
+|--------------------|---------------------|---------------|---------------|
+| anonymous (dev)    | UNAUTHENTICATED     | yes           | yes           |
+| operator/<n>       | PERMISSION_DENIED   | yes           | yes           |
+| domain/<X>, for X  | yes                 | X = dom0 only | no            |
+| domain/<X>, for Y  | PERMISSION_DENIED   | X = dom0 only | no            |
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+import contextvars
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -27,33 +34,41 @@ from mediatord import logs
 
 DOMAIN_KEY: Final = "x-mediator-domain"
 PRINCIPAL_KEY: Final = "x-mediator-principal"
+URI_PREFIX: Final = "mediator://"
 GUEST_SERVICE: Final = "mediator.v1.Guest"
 CONTROL_SERVICE: Final = "mediator.v1.Control"
 # Control RPCs a hardware domain needs to see the system (design section 4).
 HARDWARE_DOMAIN_READS: Final = frozenset({"GetSystem", "ListDomains", "WatchEvents"})
+# Streams one principal may hold open at once (Attach, CallStream, WatchEvents).
+MAX_STREAMS_PER_PRINCIPAL: Final = 16
 
 log = logs.get("mediatord.auth")
 
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
+    Context = grpc.aio.ServicerContext[Any, Any]
+
+# The domain an authorized Guest RPC acts for (read by the Guest servicer).
+TARGET_DOMAIN: contextvars.ContextVar[str] = contextvars.ContextVar("target_domain")
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    kind: str  # "domain" or "operator"
+    kind: str  # "domain", "operator", or "local" (anonymous on the development listener)
     name: str
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.name}"
 
 
+ANONYMOUS: Final = Principal("local", "anonymous")
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     code: grpc.StatusCode | None  # None: allowed
     message: str = ""
-
-
-ALLOW: Final = Decision(None)
+    target: str = ""  # the domain a Guest RPC acts for
 
 
 def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str | None:
@@ -64,22 +79,38 @@ def metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str)
 
 
 def parse_principal(text: str) -> Principal | None:
-    kind, _, name = text.partition("/")
+    kind, _, name = text.removeprefix(URI_PREFIX).partition("/")
     if kind not in ("domain", "operator") or not name:
         return None
     return Principal(kind, name)
 
 
-def decide(
-    service: str,
-    method: str,
-    metadata: Iterable[tuple[str, str | bytes]] | None,
-    hardware_domain: Callable[[str], bool | None],
-) -> Decision:
-    """The whole authorization matrix for the development listener."""
-    target = metadata_value(metadata, DOMAIN_KEY)
+def certificate_principal(auth: Mapping[str, Iterable[bytes]]) -> Principal | None:
+    """The identity a verified client certificate carries (SAN URI, else CN)."""
+    for raw in auth.get("x509_subject_alternative_name", []):
+        text = raw.decode(errors="replace")
+        if text.startswith(URI_PREFIX):
+            return parse_principal(text)
+    for raw in auth.get("x509_common_name", []):
+        text = raw.decode(errors="replace")
+        return parse_principal(text) if "/" in text else Principal("domain", text)
+    return None
+
+
+def identify(
+    auth: Mapping[str, Iterable[bytes]], metadata: Iterable[tuple[str, str | bytes]] | None
+) -> Principal | Decision:
+    """Who the caller is, or why it cannot be said."""
+    if list(auth.get("transport_security_type", ())) == [b"ssl"]:
+        principal = certificate_principal(auth)
+        if principal is None:
+            return Decision(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "the client certificate carries no mediator://domain/<name> or "
+                "mediator://operator/<name> identity",
+            )
+        return principal
     stated = metadata_value(metadata, PRINCIPAL_KEY)
-    principal: Principal | None = None
     if stated is not None:
         principal = parse_principal(stated)
         if principal is None:
@@ -87,84 +118,180 @@ def decide(
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"{PRINCIPAL_KEY} must be domain/<name> or operator/<name>, got {stated!r}",
             )
-    elif target is not None:
-        principal = Principal("domain", target)
+        return principal
+    domain = metadata_value(metadata, DOMAIN_KEY)
+    return ANONYMOUS if domain is None else Principal("domain", domain)
 
-    if principal is not None and principal.kind == "domain":
-        is_hardware = hardware_domain(principal.name)
-        if is_hardware is None:
+
+def decide(
+    service: str,
+    method: str,
+    principal: Principal,
+    target: str | None,
+    hardware_domain: Callable[[str], bool | None],
+    tls: bool = False,
+) -> Decision:
+    """The whole authorization matrix."""
+    is_hardware = False
+    if principal.kind == "domain":
+        known = hardware_domain(principal.name)
+        if known is None:
             return Decision(grpc.StatusCode.UNAUTHENTICATED, f"no domain named {principal.name!r}")
-    else:
-        is_hardware = False
-
+        is_hardware = known
     if service == GUEST_SERVICE:
-        if target is None:
+        if principal.kind == "local":
             return Decision(
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"Guest RPCs need metadata {DOMAIN_KEY}: <domain name>",
             )
-        if principal is None or principal.kind != "domain" or principal.name != target:
+        if principal.kind != "domain":
+            return Decision(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{principal} may not make guest calls: only a domain calls for its vCPUs",
+            )
+        if target is None and not tls:
+            # Design section 4: on the development listener Guest RPCs always
+            # name their domain; a certificate's own domain is the TLS default.
+            return Decision(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"Guest RPCs need metadata {DOMAIN_KEY}: <domain name>",
+            )
+        target = target or principal.name
+        if target != principal.name:
             return Decision(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{principal} may not act for domain {target!r}: a domain calls only "
                 "for its own vCPUs",
             )
-        return ALLOW
+        return Decision(None, target=target)
     if service == CONTROL_SERVICE:
-        if principal is None or principal.kind == "operator":
-            return ALLOW
+        if principal.kind in ("local", "operator"):
+            return Decision(None)
         if is_hardware and method in HARDWARE_DOMAIN_READS:
-            return ALLOW
+            return Decision(None)
         allowed = "only GetSystem, ListDomains and WatchEvents" if is_hardware else "no Control RPC"
         return Decision(
             grpc.StatusCode.PERMISSION_DENIED,
             f"{principal} may not call Control.{method}: a "
             f"{'hardware domain' if is_hardware else 'domain'} may use {allowed}",
         )
-    return ALLOW  # health and reflection
+    return Decision(None)  # health and reflection
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Applies :func:`decide` to every RPC before its handler runs."""
+    """Identifies and authorizes every RPC before its handler runs, and caps the
+    streams a principal holds. It wraps each handler because the peer's
+    certificate is only visible on the call's context."""
 
     def __init__(self, hardware_domain: Callable[[str], bool | None]) -> None:
         self._hardware_domain = hardware_domain
+        self.streams: Counter[Principal] = Counter()
+        self.denied = 0
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
+        handler = await continuation(handler_call_details)
         full = handler_call_details.method  # "/mediator.v1.Guest/Call"
         service, _, method = full.lstrip("/").partition("/")
-        decision = decide(
-            service, method, handler_call_details.invocation_metadata, self._hardware_domain
-        )
-        handler = await continuation(handler_call_details)
-        if decision.code is None or handler is None:
+        if handler is None or service not in (GUEST_SERVICE, CONTROL_SERVICE):
             return handler
-        log.warning("refused", rpc=full, code=decision.code.name, reason=decision.message)
-        return _refusing(handler, decision)
+        return _wrap(handler, self, full, service, method)
+
+    def authorize(
+        self, full: str, service: str, method: str, context: Context
+    ) -> tuple[Decision, Principal | None]:
+        metadata = context.invocation_metadata()
+        auth = context.auth_context()
+        found = identify(auth, metadata)
+        if isinstance(found, Decision):
+            decision = found
+            principal: Principal | None = None
+        else:
+            principal = found
+            target = metadata_value(metadata, DOMAIN_KEY)
+            tls = list(auth.get("transport_security_type", ())) == [b"ssl"]
+            decision = decide(service, method, principal, target, self._hardware_domain, tls)
+        if decision.code is not None:
+            self.denied += 1
+            log.warning(
+                "refused",
+                rpc=full,
+                principal=str(principal) if principal else None,
+                code=decision.code.name,
+                reason=decision.message,
+            )
+        return decision, principal
+
+    def stream_opened(self, principal: Principal) -> bool:
+        if principal.kind != "local" and self.streams[principal] >= MAX_STREAMS_PER_PRINCIPAL:
+            return False
+        self.streams[principal] += 1
+        return True
+
+    def stream_closed(self, principal: Principal) -> None:
+        self.streams[principal] -= 1
+        if self.streams[principal] <= 0:
+            del self.streams[principal]
 
 
-def _refusing(handler: Handler, decision: Decision) -> Handler:
-    """A handler of the same shape as ``handler`` that only aborts."""
-    code = decision.code
-    assert code is not None
+def _wrap(
+    handler: Handler, interceptor: AuthInterceptor, full: str, service: str, method: str
+) -> Handler:
+    """A handler of the same shape that authorizes first, then runs ``handler``."""
 
-    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, decision.message)
+    async def admit(context: Context) -> Principal | None:
+        decision, principal = interceptor.authorize(full, service, method, context)
+        if decision.code is not None:
+            await context.abort(decision.code, decision.message)
+        if decision.target:
+            TARGET_DOMAIN.set(decision.target)
+        return principal
 
-    async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, decision.message)
-        yield  # pragma: no cover - makes this an async generator
+    # The aio handlers are coroutines / async generators; the stubs type them sync.
+    behaviour: Any = (
+        handler.stream_stream
+        if handler.request_streaming
+        else handler.unary_stream
+        if handler.response_streaming
+        else handler.unary_unary
+    )
+
+    async def unary_unary(request: Any, context: Context) -> Any:
+        await admit(context)
+        return await behaviour(request, context)
+
+    async def streaming(
+        responses: Callable[[], AsyncIterator[Any]], context: Context
+    ) -> AsyncIterator[Any]:
+        principal = await admit(context) or ANONYMOUS
+        if not interceptor.stream_opened(principal):
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{principal} already holds {MAX_STREAMS_PER_PRINCIPAL} open streams",
+            )
+        try:
+            async for response in responses():
+                yield response
+        finally:
+            interceptor.stream_closed(principal)
+
+    # grpc.aio tells streaming handlers by inspect.isasyncgenfunction: these must
+    # be async generator functions themselves.
+    async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async for response in streaming(lambda: behaviour(request, context), context):
+            yield response
+
+    async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+        async for response in streaming(lambda: behaviour(requests, context), context):
+            yield response
 
     deserializer = handler.request_deserializer
     serializer = handler.response_serializer
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(streaming, deserializer, serializer)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(unary, deserializer, serializer)
+        return grpc.stream_stream_rpc_method_handler(stream_stream, deserializer, serializer)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(streaming, deserializer, serializer)
-    return grpc.unary_unary_rpc_method_handler(unary, deserializer, serializer)
+        return grpc.unary_stream_rpc_method_handler(unary_stream, deserializer, serializer)
+    return grpc.unary_unary_rpc_method_handler(unary_unary, deserializer, serializer)

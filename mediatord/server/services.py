@@ -19,7 +19,7 @@ from mediatord.core.config import DomainConfig
 from mediatord.core.effects import Regs
 from mediatord.core.mediator import Refusal, Refused
 from mediatord.server import convert
-from mediatord.server.auth import DOMAIN_KEY, metadata_value
+from mediatord.server.auth import TARGET_DOMAIN
 from mediatord.server.engine import WATCH_LIMIT, Aborted, Engine
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -42,10 +42,8 @@ async def refuse(context: Context, refused: Refused, **fields: object) -> NoRetu
 
 
 def calling_domain(context: Context) -> str:
-    # The AuthInterceptor has already refused Guest RPCs without it.
-    domain = metadata_value(context.invocation_metadata(), DOMAIN_KEY)
-    assert domain is not None
-    return domain
+    # The AuthInterceptor resolved and authorized it before the handler ran.
+    return TARGET_DOMAIN.get()
 
 
 class GuestService(pb_grpc.GuestServicer):
