@@ -82,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _board_arg(serve)
     _listen_args(serve, app.DEFAULT_LISTEN)
+    tls = serve.add_argument_group(
+        "TLS (production)",
+        "With all three, every --listen address is a TLS listener that requires a client "
+        "certificate (mTLS); identity comes from its SAN URI mediator://domain/<name> or "
+        "mediator://operator/<name>, and any address may be used. Make them with "
+        "`mediatorctl certs init DIR`. --unix sockets stay development listeners.",
+    )
+    tls.add_argument("--tls-cert", metavar="FILE", type=Path, help="server certificate (PEM)")
+    tls.add_argument("--tls-key", metavar="FILE", type=Path, help="server private key (PEM)")
+    tls.add_argument(
+        "--client-ca", metavar="FILE", type=Path, help="CA that signs client certificates (PEM)"
+    )
     _log_args(serve)
 
     check = commands.add_parser(
@@ -108,11 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tls(args: argparse.Namespace) -> app.TlsConfig | None:
+    given = [getattr(args, n, None) for n in ("tls_cert", "tls_key", "client_ca")]
+    if not any(given):
+        return None
+    if not all(given):
+        raise app.ListenError("--tls-cert, --tls-key and --client-ca go together")
+    return app.TlsConfig(args.tls_cert, args.tls_key, args.client_ca)
+
+
 def _listeners(args: argparse.Namespace, default_tcp: str | None) -> list[app.Listener]:
-    listeners = [app.Listener(tcp=a) for a in args.listen]
+    tls = _tls(args)
+    listeners = [app.Listener(tcp=a, tls=tls) for a in args.listen]
     listeners += [app.Listener(unix=p) for p in args.unix]
     if not listeners and default_tcp:
-        listeners.append(app.Listener(tcp=default_tcp))
+        listeners.append(app.Listener(tcp=default_tcp, tls=tls))
     return listeners
 
 
@@ -141,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             logs.configure(args.log_level, args.log_format)
             listeners = _listeners(args, app.DEFAULT_LISTEN)
             for listener in listeners:
-                if listener.tcp is not None:
+                if listener.tcp is not None and listener.tls is None:
                     app.require_loopback(listener.tcp)
             asyncio.run(_serve(board, listeners))
             return 0

@@ -64,6 +64,8 @@ class Refusal(Enum):
     FAILED_PRECONDITION = "failed-precondition"
     NOT_FOUND = "not-found"
     ALREADY_EXISTS = "already-exists"
+    RESOURCE_EXHAUSTED = "resource-exhausted"  # the shell's limits
+    DEADLINE_EXCEEDED = "deadline-exceeded"
 
 
 @dataclass(frozen=True, slots=True)

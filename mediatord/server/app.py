@@ -34,6 +34,7 @@ SERVICES: Final = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.valu
 # An SmcCall is at most ~200 bytes; nothing legitimate comes near this.
 MAX_MESSAGE_BYTES: Final = 1 << 20
 SHUTDOWN_GRACE_SECONDS: Final = 2.0
+MAX_CONCURRENT_STREAMS: Final = 64
 
 log = logs.get("mediatord.server")
 
@@ -43,11 +44,33 @@ class ListenError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """The production listener's credentials: the server's certificate and key, and
+    the CA whose client certificates are accepted (mTLS, required)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
+
+    def credentials(self) -> grpc.ServerCredentials:
+        try:
+            cert, key, ca = (p.read_bytes() for p in (self.cert, self.key, self.client_ca))
+        except OSError as exc:
+            raise ListenError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=True
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Listener:
-    """A development listener: loopback TCP (``host:port``) or a unix socket path."""
+    """Loopback TCP (``host:port``) or a unix socket path: a development listener
+    taking identity from metadata; or, with ``tls``, a TCP listener on any address
+    that takes identity from the client certificate."""
 
     tcp: str | None = None
     unix: Path | None = None
+    tls: TlsConfig | None = None
 
     def describe(self, port: int | None = None) -> str:
         if self.unix is not None:
@@ -135,6 +158,8 @@ async def start(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            # HTTP/2 streams one connection may hold open at once.
+            ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
         ],
     )
     pb_grpc.add_GuestServicer_to_server(GuestService(engine), grpc_server)
@@ -151,14 +176,21 @@ async def start(
     await grpc_server.start()
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    for address in server.addresses:
-        log.info("listening", address=address, board=board.name, domains=len(board.domains))
-        if address.startswith("unix:"):
-            continue
-        log.warning(
-            "insecure loopback listener: Control RPCs are open to every local user",
+    for listener, address in zip(listeners, server.addresses, strict=True):
+        secure = listener.tls is not None
+        log.info(
+            "listening",
             address=address,
+            tls=secure,
+            board=board.name,
+            domains=len(board.domains),
         )
+        if not secure:
+            log.warning(
+                "development listener: identity comes from metadata and Control RPCs are "
+                "open to every local caller; it binds loopback or a 0600 unix socket only",
+                address=address,
+            )
     return server
 
 
@@ -178,9 +210,12 @@ def _bind(grpc_server: grpc.aio.Server, listener: Listener) -> str:
         path.chmod(0o600)
         return listener.describe()
     assert listener.tcp is not None
-    require_loopback(listener.tcp)
     try:
-        port = grpc_server.add_insecure_port(listener.tcp)
+        if listener.tls is not None:
+            port = grpc_server.add_secure_port(listener.tcp, listener.tls.credentials())
+        else:
+            require_loopback(listener.tcp)
+            port = grpc_server.add_insecure_port(listener.tcp)
     except RuntimeError as exc:
         raise ListenError(f"cannot listen on {listener.tcp}: {exc}") from None
     return listener.describe(port)

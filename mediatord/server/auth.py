@@ -129,6 +129,7 @@ def decide(
     principal: Principal,
     target: str | None,
     hardware_domain: Callable[[str], bool | None],
+    *,
     tls: bool = False,
 ) -> Decision:
     """The whole authorization matrix."""
@@ -213,7 +214,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             principal = found
             target = metadata_value(metadata, DOMAIN_KEY)
             tls = list(auth.get("transport_security_type", ())) == [b"ssl"]
-            decision = decide(service, method, principal, target, self._hardware_domain, tls)
+            decision = decide(service, method, principal, target, self._hardware_domain, tls=tls)
         if decision.code is not None:
             self.denied += 1
             log.warning(

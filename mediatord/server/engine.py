@@ -12,7 +12,7 @@ state change.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -39,6 +39,11 @@ from mediatord.core.mediator import (
 MAILBOX_LIMIT: Final = 4096
 # A WatchEvents client this far behind is cut off rather than buffered forever.
 WATCH_LIMIT: Final = 65536
+# Guest calls of one domain in the daemon at once (waiting for the loop or
+# blocked in CPU_SUSPEND); past this a domain gets RESOURCE_EXHAUSTED, not memory.
+MAX_INFLIGHT_PER_DOMAIN: Final = 256
+# The longest a blocked call (standby CPU_SUSPEND) is held without a client deadline.
+MAX_BLOCK_SECONDS: Final = 3600.0
 
 log = logs.get("mediatord.engine")
 
@@ -150,6 +155,7 @@ class Engine:
         self.mediator = mediator
         self.mailboxes: dict[int, Mailbox] = {}
         self.watchers: set[Watcher] = set()
+        self.inflight: Counter[str] = Counter()
         self._watch_seq = 0
         self._blocked: dict[tuple[int, int], asyncio.Future[Regs | Aborted]] = {}
         self._apply(boot_effects)
@@ -157,9 +163,36 @@ class Engine:
     # ---------------------------------------------------------------- guest
 
     async def call(
-        self, domain: str, vcpu: int, function_id: int, args: Sequence[int]
+        self,
+        domain: str,
+        vcpu: int,
+        function_id: int,
+        args: Sequence[int],
+        deadline_s: float | None = None,
     ) -> Regs | Refused | Aborted:
-        """Run one guest call; a standby CPU_SUSPEND waits here until an interrupt."""
+        """Run one guest call; a standby CPU_SUSPEND waits here until an interrupt
+        (or ``deadline_s``, at most MAX_BLOCK_SECONDS)."""
+        if self.inflight[domain] >= MAX_INFLIGHT_PER_DOMAIN:
+            return Refused(
+                Refusal.RESOURCE_EXHAUSTED,
+                f"{domain} has {MAX_INFLIGHT_PER_DOMAIN} calls in flight; wait for answers",
+            )
+        self.inflight[domain] += 1
+        try:
+            return await self._call(domain, vcpu, function_id, args, deadline_s)
+        finally:
+            self.inflight[domain] -= 1
+            if not self.inflight[domain]:
+                del self.inflight[domain]
+
+    async def _call(
+        self,
+        domain: str,
+        vcpu: int,
+        function_id: int,
+        args: Sequence[int],
+        deadline_s: float | None,
+    ) -> Regs | Refused | Aborted:
         outcome = self.mediator.call(domain, vcpu, function_id, args)
         if type(outcome) is Returned:
             if outcome.effects:
@@ -173,7 +206,16 @@ class Engine:
         self._blocked[(domain_id, vcpu)] = waiter
         self._apply(outcome.effects)
         log.info("vcpu blocked", domain=domain, vcpu=vcpu, function=f"{function_id:#010x}")
-        return await waiter
+        limit = MAX_BLOCK_SECONDS if deadline_s is None else min(deadline_s, MAX_BLOCK_SECONDS)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), limit)
+        except TimeoutError:
+            # The vCPU stays in standby; only this answer is given up.
+            return Refused(
+                Refusal.DEADLINE_EXCEEDED,
+                f"vCPU {vcpu} of {domain} is still in CPU_SUSPEND after {limit:.0f} s; "
+                "its WAKE event will say when it runs again",
+            )
 
     def attach(self, domain: str) -> tuple[Mailbox, int] | Refused:
         domain_id = self.mediator.system.names.get(domain)

@@ -30,6 +30,8 @@ STATUS: Final = {
     Refusal.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     Refusal.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Refusal.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Refusal.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Refusal.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 CONDUITS: Final = frozenset(pb.Conduit.values())
 
@@ -57,7 +59,9 @@ class GuestService(pb_grpc.GuestServicer):
                 Refused(Refusal.INVALID_ARGUMENT, f"unknown conduit {request.conduit}"),
                 domain=domain,
             )
-        result = await self.engine.call(domain, request.vcpu, request.function_id, request.args)
+        result = await self.engine.call(
+            domain, request.vcpu, request.function_id, request.args, context.time_remaining()
+        )
         if isinstance(result, Refused):
             await refuse(
                 context,

@@ -136,7 +136,7 @@ def test_serve_on_loopback_tcp(daemons: list[Daemon], tmp_path: Path) -> None:
 
     assert daemon.terminate() == 0
     # Loopback TCP serves Control to every local user: that is warned about.
-    assert "insecure loopback listener" in daemon.log.read_text()
+    assert "development listener: identity comes from metadata" in daemon.log.read_text()
 
 
 def test_serve_on_unix_socket(daemons: list[Daemon], tmp_path: Path) -> None:
