@@ -8,7 +8,7 @@ its vCPUs. ``psci`` and ``eemi`` build the calls by their spec names;
 
 from mediator_client import eemi, psci
 from mediator_client.agent import AsyncGuestAgent, GuestAgent, SuspendReport, VcpuHandler
-from mediator_client.calls import Call, Event
+from mediator_client.calls import Call, ClientTls, Event
 from mediator_client.errors import (
     DomainGoneError,
     EemiError,
@@ -23,6 +23,7 @@ from mediator_client.operator import Operator
 __all__ = [
     "AsyncGuestAgent",
     "Call",
+    "ClientTls",
     "DomainGoneError",
     "EemiError",
     "Event",

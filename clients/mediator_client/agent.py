@@ -13,7 +13,7 @@ from typing import Any, Final, TypeVar
 import grpc
 
 from mediator_client import eemi, psci
-from mediator_client.calls import Call, Event, Regs, raw
+from mediator_client.calls import Call, ClientTls, Event, Regs, channel, raw
 from mediator_client.errors import DomainGoneError, PsciError, UnavailableError, from_rpc
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
@@ -85,8 +85,10 @@ class AsyncGuestAgent:
         principal: str | None = None,
         handler: Callable[[int], VcpuHandler] = lambda vcpu: VcpuHandler(),
         timeout: float = 10.0,
+        tls: ClientTls | None = None,
     ) -> None:
         self.target = target
+        self.tls = tls
         self.domain = domain
         self.metadata: tuple[tuple[str, str], ...] = ((DOMAIN_KEY, domain),)
         if principal is not None:
@@ -118,7 +120,7 @@ class AsyncGuestAgent:
 
     async def connect(self) -> None:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.target)
+            self._channel = channel(self.target, self.tls)
             self._stub = pb_grpc.GuestStub(self._channel)
 
     async def close(self) -> None:

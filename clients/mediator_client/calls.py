@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, TypeVar
+
+import grpc
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.core import effects as fx
@@ -75,3 +78,31 @@ class Event:
             case fx.SuspendRequest(deadline):
                 detail = f" deadline_ns={deadline}"
         return f"#{self.seq} vcpu={self.vcpu} {type(kind).__name__.upper()}{detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """A client certificate for the daemon's TLS listener, and the CA to trust."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+    @classmethod
+    def from_dir(cls, directory: Path, identity: str) -> ClientTls:
+        """Files as ``mediatorctl certs init`` writes them: ``ca.pem`` and
+        ``<identity>.pem`` / ``.key``, identity being ``domain-<name>`` or
+        ``operator-<name>``."""
+        return cls(
+            (directory / "ca.pem").read_bytes(),
+            (directory / f"{identity}.pem").read_bytes(),
+            (directory / f"{identity}.key").read_bytes(),
+        )
+
+
+def channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
+    """An aio channel to ``target``: plain for a development listener, mTLS otherwise."""
+    if tls is None:
+        return grpc.aio.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+    return grpc.aio.secure_channel(target, credentials)

@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import grpc
 
+from mediator_client.calls import ClientTls, channel
 from mediator_client.errors import from_rpc
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
@@ -19,13 +20,20 @@ class Operator:
     """Control RPCs. Without ``principal`` it is an anonymous local caller (what the
     development listener allows); with one it states ``operator/<name>``."""
 
-    def __init__(self, target: str, *, principal: str | None = None, timeout: float = 10.0):
+    def __init__(
+        self,
+        target: str,
+        *,
+        principal: str | None = None,
+        timeout: float = 10.0,
+        tls: ClientTls | None = None,
+    ):
         self.target = target
         self.timeout = timeout
         self.metadata: tuple[tuple[str, str], ...] = (
             () if principal is None else ((PRINCIPAL_KEY, principal),)
         )
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = channel(target, tls)
         self.stub: pb_grpc.ControlAsyncStub = pb_grpc.ControlStub(self._channel)
 
     async def __aenter__(self) -> Operator:
