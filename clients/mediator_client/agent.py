@@ -108,6 +108,7 @@ class AsyncGuestAgent:
         self._follow: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         self.error: BaseException | None = None
+        self.handler_errors: list[tuple[Event, Exception]] = []
 
     # ------------------------------------------------------------ lifecycle
 
@@ -237,7 +238,12 @@ class AsyncGuestAgent:
         handler = self._handlers[vcpu]
         while True:
             event = await queue.get()
-            await handler.handle(self, event)
+            try:
+                await handler.handle(self, event)
+            except Exception as error:
+                # A handler's failure is the agent's bug, not the vCPU's: keep
+                # it and go on with the next event.
+                self.handler_errors.append((event, error))
 
     async def wait_for(
         self, predicate: Callable[[Event], bool], after: int = 0, within: float | None = None
@@ -296,16 +302,25 @@ class AsyncGuestAgent:
                 await self.call(psci.cpu_off(), vcpu=vcpu)
                 report.secondaries_off.append(vcpu)
         report.suspended_at = time.monotonic()
-        await self.call(psci.system_suspend(entry_point, context_id), vcpu=0)
+        try:
+            await self.call(psci.system_suspend(entry_point, context_id), vcpu=0)
+        except PsciError:
+            # Refused or rolled back: the domain runs on, so undo what we did.
+            await self._thaw(report, secondary_entry or entry_point)
+            raise
         report.resumed_by = await self.wait_for(
             lambda e: e.vcpu == 0 and isinstance(e.kind, fx.Resume), mark, resume_timeout
         )
         report.resumed_at = time.monotonic()
+        await self._thaw(report, secondary_entry or entry_point)
+        return report
+
+    async def _thaw(self, report: SuspendReport, secondary_entry: int) -> None:
+        """Bring the secondaries back and give the devices what they held."""
         for vcpu in report.secondaries_off:
-            await self.call(psci.cpu_on(psci.mpidr(vcpu), secondary_entry or entry_point))
+            await self.call(psci.cpu_on(psci.mpidr(vcpu), secondary_entry))
         for node, caps in report.devices_suspended.items():
             await self.call(eemi.set_requirement(node, caps))
-        return report
 
 
 class GuestAgent:

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -28,14 +27,14 @@ from mediator_client.agent_cli import (
     Situation,
     caps_text,
     count,
-    node_name,
+    explain,
     number,
     refusal,
     seconds,
     target_arg,
 )
 from mediator_client.calls import Event
-from mediator_client.errors import MediatorError, RpcError
+from mediator_client.errors import MediatorError, NotPermittedError, RpcError, UnavailableError
 from mediator_client.operator import Operator
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.core.eemi import PmApi, PmStatus
@@ -60,6 +59,7 @@ def message_dict(message: Message) -> dict[str, Any]:
     """A message as JSON values: every field (oneof members only when set), enums by
     name, maps as objects, 64-bit integers as numbers (not strings, unlike json_format)."""
     out: dict[str, Any] = {}
+    field: Any
     for field in message.DESCRIPTOR.fields:
         if field.containing_oneof is not None and not message.HasField(field.name):
             continue
@@ -75,9 +75,7 @@ def message_dict(message: Message) -> dict[str, Any]:
 
 
 def _is_map(field: FieldDescriptor) -> bool:
-    return (
-        field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
-    )
+    return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
 
 
 def _scalar(field: FieldDescriptor, value: Any) -> Any:
@@ -297,9 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after S seconds (exit 1 if --count events did not all come)",
     )
 
-    chart = commands.add_parser(
-        "timeline", help="the last host suspend and resume, step by step"
-    )
+    chart = commands.add_parser("timeline", help="the last host suspend and resume, step by step")
     chart.add_argument(
         "--svg", metavar="FILE", type=Path, help="write it as an SVG Gantt chart to FILE"
     )
@@ -350,9 +346,7 @@ class Ctl:
                 {"error": "NotFound", "domain": name},
             )
         system = await op.system()
-        devices = [
-            d for d in system.devices if d.owner == name or name in d.requirements
-        ]
+        devices = [d for d in system.devices if d.owner == name or name in d.requirements]
         arch = "aarch32" if domain.aarch32 else "aarch64"
         kind = "hardware domain" if domain.hardware_domain else "domU"
         pending = ", ".join(map(str, domain.pending_irqs)) or "none"
@@ -388,11 +382,12 @@ class Ctl:
         s = await op.system()
         suspend = timing_us(s.last_suspend) if s.HasField("last_suspend") else "never"
         resume = timing_us(s.last_resume) if s.HasField("last_resume") else "never"
-        pcpu_rows = [[p.index, f"{p.mpidr:#x}", enum_name("PCPU_STATE_", pb.PcpuState.Name(p.state))]
-                     for p in s.pcpu_states]  # fmt: skip
+        pcpu_rows = [
+            [p.index, f"{p.mpidr:#x}", enum_name("PCPU_STATE_", pb.PcpuState.Name(p.state))]
+            for p in s.pcpu_states
+        ]
         lines = [
-            f"board {s.board} ({s.backend}): host {host_name(s.host_state)}, "
-            f"{s.domains} domains",
+            f"board {s.board} ({s.backend}): host {host_name(s.host_state)}, {s.domains} domains",
             f"  clock {ms(s.now_ns)} s, counter {s.counter:#x}",
             f"  watchdog: {'enabled' if s.watchdog_enabled else 'disabled'}",
             f"  last suspend: {suspend}; last resume: {resume}",
@@ -486,8 +481,10 @@ class Ctl:
                     {"error": "timeout", "events": seen},
                 )
         finally:
-            with contextlib.suppress(Exception):
-                await stream.aclose()
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
         return EXIT_OK
 
     async def do_timeline(self, op: Operator) -> int:
@@ -500,7 +497,7 @@ class Ctl:
         }
         svg_path: Path | None = self.args.svg
         if svg_path is not None:
-            svg_path.write_text(timeline.svg(rows) + "\n")
+            await asyncio.to_thread(svg_path.write_text, timeline.svg(rows) + "\n")
             data["svg"] = str(svg_path)
             human = (
                 f"wrote {svg_path}: {len(rows)} steps of the last host suspend and resume"
@@ -539,21 +536,16 @@ def _fields(error: RpcError) -> dict[str, Any]:
 
 def _control_refusal(error: RpcError, args: argparse.Namespace, where: Situation) -> str:
     """Control refusals with what to try next."""
-    from mediator_client.agent_cli import explain
-    from mediator_client.errors import NotPermittedError, UnavailableError
-
-    if isinstance(error, UnavailableError | NotPermittedError):
-        text = explain(error, where)
-        if isinstance(error, NotPermittedError):
-            text = f"not permitted: {error.details}: use --principal operator/NAME or none"
-        return text
+    if isinstance(error, NotPermittedError):
+        return f"not permitted: {error.details}: use --principal operator/NAME or none"
+    if isinstance(error, UnavailableError):
+        return explain(error, where)
     code = error.code.name
     hints = {
         "NOT_FOUND": "check `mediatorctl list` and `mediatorctl system`",
         "ALREADY_EXISTS": "check `mediatorctl list`",
         "FAILED_PRECONDITION": "check `mediatorctl system` and `mediatorctl show DOMAIN`",
-        "INVALID_ARGUMENT": "check the arguments (`mediatorctl "
-        f"{args.command} --help`)",
+        "INVALID_ARGUMENT": f"check the arguments (`mediatorctl {args.command} --help`)",
     }
     hint = hints.get(code)
     return f"{error.details}: {hint}" if hint else f"{code}: {error.details}"
