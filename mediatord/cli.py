@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument(
         "--client-ca", metavar="FILE", type=Path, help="CA that signs client certificates (PEM)"
     )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        default=app.DEFAULT_METRICS_LISTEN,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default "
+        f"{app.DEFAULT_METRICS_LISTEN}; 'off' disables)",
+    )
     _log_args(serve)
 
     check = commands.add_parser(
@@ -165,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             for listener in listeners:
                 if listener.tcp is not None and listener.tls is None:
                     app.require_loopback(listener.tcp)
-            asyncio.run(_serve(board, listeners))
+            metrics = None if args.metrics_listen == "off" else args.metrics_listen
+            asyncio.run(_serve(board, listeners, metrics))
             return 0
         logs.configure(args.log_level, "console")
         listeners = _listeners(args, None)
@@ -181,10 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-async def _serve(board: BoardConfig, listeners: list[app.Listener]) -> None:
-    server = await app.start(board, listeners)
+async def _serve(
+    board: BoardConfig, listeners: list[app.Listener], metrics_listen: str | None
+) -> None:
+    server = await app.start(board, listeners, metrics_listen=metrics_listen)
     for address in server.addresses:
         print(f"mediatord listening on {address}", flush=True)
+    if server.metrics_address:
+        print(f"mediatord metrics on http://{server.metrics_address}/metrics", flush=True)
     await app.serve_until_signalled(server)
 
 

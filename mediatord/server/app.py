@@ -12,10 +12,12 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
 from mediatord import logs
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
@@ -27,9 +29,11 @@ from mediatord.core.mediator import Mediator
 from mediatord.server.auth import AuthInterceptor
 from mediatord.server.clock import EmulatedClock
 from mediatord.server.engine import Engine
+from mediatord.server.metrics import Metrics, MetricsInterceptor, StateCollector
 from mediatord.server.services import ControlService, GuestService
 
 DEFAULT_LISTEN: Final = "127.0.0.1:50051"
+DEFAULT_METRICS_LISTEN: Final = "127.0.0.1:9477"
 SERVICES: Final = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
 # An SmcCall is at most ~200 bytes; nothing legitimate comes near this.
 MAX_MESSAGE_BYTES: Final = 1 << 20
@@ -135,25 +139,37 @@ class Server:
     grpc_server: grpc.aio.Server
     health: health.aio.HealthServicer
     addresses: list[str] = field(default_factory=list)
+    metrics_http: WSGIServer | None = None
+    metrics_address: str = ""
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         await self.health.enter_graceful_shutdown()
         self.engine.shut_down()
         await self.grpc_server.stop(grace)
+        if self.metrics_http is not None:
+            self.metrics_http.shutdown()
+            self.metrics_http.server_close()
         log.info("stopped")
 
 
 async def start(
-    board: BoardConfig, listeners: list[Listener], clock: Clock | None = None
+    board: BoardConfig,
+    listeners: list[Listener],
+    clock: Clock | None = None,
+    metrics_listen: str | None = None,
 ) -> Server:
-    """Boot the board's domains and serve them on every listener."""
+    """Boot the board's domains and serve them on every listener (and /metrics on
+    ``metrics_listen``, loopback unless the operator says otherwise)."""
     if not listeners:
         raise ListenError("no listener given")
     clock = clock or EmulatedClock()
     mediator, boot_effects = Mediator.boot(board, create_platform(board, clock))
-    engine = Engine(mediator, boot_effects)
+    metrics = Metrics()
+    engine = Engine(mediator, boot_effects, metrics)
+    metrics.registry.register(StateCollector(engine))
     grpc_server = grpc.aio.server(
-        interceptors=[AuthInterceptor(engine.hardware_domain)],
+        # Metrics outermost, so that refusals by the auth layer are counted too.
+        interceptors=[MetricsInterceptor(metrics), AuthInterceptor(engine.hardware_domain)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -173,6 +189,16 @@ async def start(
     server = Server(engine, grpc_server, health_servicer)
     for listener in listeners:
         server.addresses.append(_bind(grpc_server, listener))
+    if metrics_listen is not None:
+        host, port = split_host_port(metrics_listen)
+        try:
+            http, _ = start_http_server(port, host, registry=metrics.registry)
+        except OSError as exc:
+            raise ListenError(f"cannot serve metrics on {metrics_listen}: {exc}") from None
+        server.metrics_http = http
+        bound = http.server_address[1]
+        server.metrics_address = f"{host}:{bound}" if ":" not in host else f"[{host}]:{bound}"
+        log.info("metrics", address=f"http://{server.metrics_address}/metrics")
     await grpc_server.start()
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
+import structlog
 
 from mediatord import logs
 
@@ -188,6 +189,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._hardware_domain = hardware_domain
         self.streams: Counter[Principal] = Counter()
         self.denied = 0
+        self.requests = 0
 
     async def intercept_service(
         self,
@@ -245,6 +247,11 @@ def _wrap(
 
     async def admit(context: Context) -> Principal | None:
         decision, principal = interceptor.authorize(full, service, method, context)
+        # Every log line of this RPC carries its id, method and caller.
+        interceptor.requests += 1
+        structlog.contextvars.bind_contextvars(
+            request_id=interceptor.requests, rpc=full, principal=str(principal or "-")
+        )
         if decision.code is not None:
             await context.abort(decision.code, decision.message)
         if decision.target:

@@ -27,12 +27,14 @@ from mediatord.core.mediator import (
     Changed,
     Created,
     Destroyed,
+    IrqOutcome,
     Mediator,
     Raised,
     Refusal,
     Refused,
     Returned,
 )
+from mediatord.server.metrics import Metrics
 
 # Events kept for a domain whose agent is not attached. Beyond this the oldest
 # are dropped (and counted); the agent sees the gap in the sequence numbers.
@@ -151,8 +153,14 @@ class Watcher:
 class Engine:
     """Owns the :class:`Mediator` for a running server and delivers its effects."""
 
-    def __init__(self, mediator: Mediator, boot_effects: Iterable[Effect] = ()) -> None:
+    def __init__(
+        self,
+        mediator: Mediator,
+        boot_effects: Iterable[Effect] = (),
+        metrics: Metrics | None = None,
+    ) -> None:
         self.mediator = mediator
+        self.metrics = metrics or Metrics()
         self.mailboxes: dict[int, Mailbox] = {}
         self.watchers: set[Watcher] = set()
         self.inflight: Counter[str] = Counter()
@@ -179,7 +187,9 @@ class Engine:
             )
         self.inflight[domain] += 1
         try:
-            return await self._call(domain, vcpu, function_id, args, deadline_s)
+            result = await self._call(domain, vcpu, function_id, args, deadline_s)
+            self.metrics.psci_call(function_id & 0xFFFF_FFFF, result)
+            return result
         finally:
             self.inflight[domain] -= 1
             if not self.inflight[domain]:
@@ -281,6 +291,11 @@ class Engine:
     def raise_interrupt(self, irq: int, domain: str, vcpu: int) -> Raised | Refused:
         result = self.mediator.raise_interrupt(irq, domain, vcpu)
         if isinstance(result, Raised):
+            source = self.mediator.system.irq_devices.get(irq, "vtimer" if irq == 27 else "other")
+            if result.woke_host:
+                self.metrics.wakeup(source, "host")
+            if result.outcome in (IrqOutcome.WOKE_DOMAIN, IrqOutcome.WOKE_VCPU):
+                self.metrics.wakeup(source, result.outcome.value.removeprefix("woke-"))
             log.info(
                 "interrupt",
                 irq=irq,
@@ -296,7 +311,9 @@ class Engine:
 
     def _apply(self, effects: Iterable[Effect]) -> None:
         now = self.mediator.clock.now_ns()
+        metrics = self.metrics
         for effect in effects:
+            metrics.effect(effect)
             if self.watchers:
                 self._watch_seq += 1
                 item = Watched(self._watch_seq, now, effect)
@@ -335,6 +352,7 @@ class Engine:
                 case fx.HostStateChanged():
                     log.info("host state", state=effect.state.value)
                 case fx.HostStep():
+                    self._count_host(effect)
                     log.info(
                         "host step",
                         phase=effect.phase,
@@ -366,6 +384,15 @@ class Engine:
                         result=effect.result,
                         duration_ns=effect.end_ns - effect.start_ns,
                     )
+
+    def _count_host(self, step: fx.HostStep) -> None:
+        system = self.mediator.system
+        if step.phase == "suspend" and step.result:
+            self.metrics.host_suspend(False, None)
+        elif step.phase == "suspend" and step.name == "el3_system_suspend":
+            self.metrics.host_suspend(True, system.last_suspend_ns)
+        elif step.phase == "resume" and step.name == "resume_hardware_domain":
+            self.metrics.host_resume(system.last_resume_ns)
 
     def _finish(self, domain_id: int, vcpu: int, result: Regs | Aborted) -> None:
         waiter = self._blocked.pop((domain_id, vcpu), None)

@@ -1,0 +1,312 @@
+"""Prometheus metrics: gRPC server metrics (one interceptor) and the mediator's own.
+
+Every label value comes from a closed set: function and API names of the specs
+(anything else is "other"), result and status names, step names of the step
+tables, device names of the board, states. Nothing a guest sends becomes a label.
+Gauges of state are computed at scrape time from the engine, never kept twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from mediatord.core import effects as fx
+from mediatord.core.eemi import PmApi, PmStatus
+from mediatord.core.mediator import Refused
+from mediatord.core.model import DomainState, HostState, VcpuPower
+from mediatord.core.psci import PsciFn, PsciRet
+from mediatord.core.smccc import SMCCC_ARCH_FEATURES, SMCCC_VERSION, to_signed
+
+if TYPE_CHECKING:
+    from mediatord.server.engine import Engine
+
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    Context = grpc.aio.ServicerContext[Any, Any]
+
+FUNCTION_NAMES: Final = {
+    **{int(f): f.name for f in PsciFn},
+    SMCCC_VERSION: "SMCCC_VERSION",
+    SMCCC_ARCH_FEATURES: "SMCCC_ARCH_FEATURES",
+}
+RESULT_NAMES: Final = {int(r): r.name for r in PsciRet}
+API_NAMES: Final = {int(a): a.name for a in PmApi}
+STATUS_NAMES: Final = {int(s): s.name for s in PmStatus}
+# Modelled step latencies run from microseconds to milliseconds; host suspend and
+# resume from milliseconds to a second; RPCs from tens of microseconds up.
+STEP_BUCKETS: Final = (1e-6, 1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 1.0)
+# The *_created series double every counter's exposition and no alert uses them.
+disable_created_metrics()
+
+RPC_BUCKETS: Final = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 0.05, 0.1, 1.0, 10.0)
+
+
+class Metrics:
+    """All the daemon's metrics, on their own registry (one per server)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        labels = ("grpc_type", "grpc_service", "grpc_method")
+        self.started = Counter(
+            "grpc_server_started_total", "RPCs started on the server.", labels, registry=r
+        )
+        self.handled = Counter(
+            "grpc_server_handled_total",
+            "RPCs completed on the server, by status code.",
+            (*labels, "grpc_code"),
+            registry=r,
+        )
+        self.handling = Histogram(
+            "grpc_server_handling_seconds",
+            "Time to handle an RPC (for streams: until the stream ends).",
+            labels,
+            buckets=RPC_BUCKETS,
+            registry=r,
+        )
+        self.psci = Counter(
+            "mediatord_psci_calls_total",
+            "Guest SMC calls (PSCI and SMCCC) by function and result.",
+            ("function", "result"),
+            registry=r,
+        )
+        self.eemi = Counter(
+            "mediatord_eemi_calls_total",
+            "EEMI calls by API, mediation verdict and firmware status.",
+            ("api", "verdict", "status"),
+            registry=r,
+        )
+        self.denials = Counter(
+            "mediatord_auth_denials_total",
+            "RPCs refused by identity or authorization, by RPC and status code.",
+            ("grpc_method", "grpc_code"),
+            registry=r,
+        )
+        self.host_suspends = Counter(
+            "mediatord_host_suspends_total",
+            "Host suspends attempted by the hardware domain, by result.",
+            ("result",),
+            registry=r,
+        )
+        self.host_resumes = Counter(
+            "mediatord_host_resumes_total", "Host resumes after a wake interrupt.", registry=r
+        )
+        self.step_seconds = Histogram(
+            "mediatord_host_step_duration_seconds",
+            "Duration of each host suspend / rollback / resume step (the daemon's clock).",
+            ("phase", "step"),
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.suspend_seconds = Histogram(
+            "mediatord_host_suspend_duration_seconds",
+            "From the hardware domain's SYSTEM_SUSPEND to the SoC suspended.",
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.resume_seconds = Histogram(
+            "mediatord_host_resume_duration_seconds",
+            "From the wake interrupt to the hardware domain running again.",
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.wakeups = Counter(
+            "mediatord_wakeups_total",
+            "Interrupts that woke a domain or the host, by source (device or vtimer).",
+            ("source", "target"),
+            registry=r,
+        )
+        self.faults = Counter(
+            "mediatord_backend_faults_total",
+            "Injected faults that made a step or a hardware operation fail.",
+            ("step",),
+            registry=r,
+        )
+        self._psci_children: dict[tuple[int, str], Any] = {}
+
+    # ---- hot path: one dict lookup and an increment per call
+
+    def psci_call(self, function_id: int, outcome: tuple[int, ...] | Refused | object) -> None:
+        if isinstance(outcome, tuple):
+            result = RESULT_NAMES.get(to_signed(outcome[0]), "VALUE")
+        elif isinstance(outcome, Refused):
+            result = f"REFUSED_{outcome.reason.name}"
+        else:
+            result = "ABORTED"
+        key = (function_id, result)
+        child = self._psci_children.get(key)
+        if child is None:
+            if function_id & 0x3F00_0000 == 0x0200_0000:
+                return  # SiP: EEMI, counted per API in mediatord_eemi_calls_total
+            name = FUNCTION_NAMES.get(function_id, "other")
+            child = self._psci_children[key] = self.psci.labels(name, result)
+        child.inc()
+
+    def effect(self, effect: fx.Effect) -> None:
+        match effect:
+            case fx.FirmwareCall():
+                self.eemi.labels(
+                    API_NAMES.get(effect.api, "other"),
+                    effect.verdict,
+                    STATUS_NAMES.get(effect.status, "other"),
+                ).inc()
+            case fx.HostStep():
+                seconds = (effect.end_ns - effect.start_ns) / 1e9
+                self.step_seconds.labels(effect.phase, effect.name).observe(seconds)
+                if effect.injected:
+                    self.faults.labels(effect.name).inc()
+            case fx.HardwareStep():
+                if effect.result and "(injected fault)" in effect.detail:
+                    self.faults.labels(effect.name).inc()
+
+    def host_suspend(self, ok: bool, span: tuple[int, int] | None) -> None:
+        self.host_suspends.labels("success" if ok else "failure").inc()
+        if ok and span is not None:
+            self.suspend_seconds.observe((span[1] - span[0]) / 1e9)
+
+    def wakeup(self, source: str, target: str) -> None:
+        self.wakeups.labels(source, target).inc()
+
+    def host_resume(self, span: tuple[int, int] | None) -> None:
+        self.host_resumes.inc()
+        if span is not None:
+            self.resume_seconds.observe((span[1] - span[0]) / 1e9)
+
+
+class StateCollector(Collector):
+    """Gauges read from the engine at scrape time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        system = self.engine.mediator.system
+        domains = GaugeMetricFamily("mediatord_domains", "Domains by state.", labels=["state"])
+        for state in DomainState:
+            count = sum(d.state is state for d in system.domains.values())
+            domains.add_metric([state.value], count)
+        yield domains
+        vcpus = GaugeMetricFamily("mediatord_vcpus", "vCPUs by power state.", labels=["state"])
+        for power in VcpuPower:
+            count = sum(v.power is power for d in system.domains.values() for v in d.vcpus)
+            vcpus.add_metric([power.value], count)
+        yield vcpus
+        host = GaugeMetricFamily(
+            "mediatord_host_state", "1 for the host's current state.", labels=["state"]
+        )
+        for host_state in HostState:
+            host.add_metric([host_state.value], 1 if system.host_state is host_state else 0)
+        yield host
+        yield GaugeMetricFamily(
+            "mediatord_inflight_calls",
+            "Guest calls in the daemon now (waiting or blocked in CPU_SUSPEND).",
+            value=sum(self.engine.inflight.values()),
+        )
+        yield GaugeMetricFamily(
+            "mediatord_event_backlog",
+            "VcpuEvents waiting for their domain's Attach stream.",
+            value=sum(len(m.events) for m in self.engine.mailboxes.values()),
+        )
+        yield GaugeMetricFamily(
+            "mediatord_event_watchers", "Open WatchEvents streams.", value=len(self.engine.watchers)
+        )
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """grpc_server_* for every RPC of the mediator's services, health and reflection."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        service, _, method = handler_call_details.method.lstrip("/").partition("/")
+        return _measured(handler, self.metrics, service, method)
+
+
+def _grpc_type(handler: Handler) -> str:
+    if handler.request_streaming and handler.response_streaming:
+        return "bidi_stream"
+    if handler.request_streaming:
+        return "client_stream"
+    return "server_stream" if handler.response_streaming else "unary"
+
+
+def _code(context: Context, error: BaseException | None) -> str:
+    code = context.code()
+    if code is None:
+        return "OK" if error is None else "UNKNOWN"
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+def _measured(handler: Handler, metrics: Metrics, service: str, method: str) -> Handler:
+    kind = _grpc_type(handler)
+    started = metrics.started.labels(kind, service, method)
+    timing = metrics.handling.labels(kind, service, method)
+    behaviour: Any = (
+        handler.stream_stream
+        if handler.request_streaming
+        else handler.unary_stream
+        if handler.response_streaming
+        else handler.unary_unary
+    )
+
+    def done(context: Context, began: float, error: BaseException | None) -> None:
+        code = _code(context, error)
+        metrics.handled.labels(kind, service, method, code).inc()
+        timing.observe(time.perf_counter() - began)
+        if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            metrics.denials.labels(method, code).inc()
+
+    async def unary_unary(request: Any, context: Context) -> Any:
+        started.inc()
+        began = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await behaviour(request, context)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            done(context, began, error)
+
+    async def streaming(responses: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+        started.inc()
+        began = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            async for response in responses:
+                yield response
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            done(context, began, error)
+
+    async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async for response in streaming(behaviour(request, context), context):
+            yield response
+
+    async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+        async for response in streaming(behaviour(requests, context), context):
+            yield response
+
+    deserializer = handler.request_deserializer
+    serializer = handler.response_serializer
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(stream_stream, deserializer, serializer)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(unary_stream, deserializer, serializer)
+    return grpc.unary_unary_rpc_method_handler(unary_unary, deserializer, serializer)
