@@ -76,7 +76,8 @@ class Daemon:
         self.log = log
         with log.open("w") as errors:
             self.process = subprocess.Popen(
-                [*MEDIATORD, "serve", *args],
+                # An ephemeral metrics port: tests must not depend on 9477 being free.
+                [*MEDIATORD, "serve", "--metrics-listen", "127.0.0.1:0", *args],
                 stdout=subprocess.PIPE,
                 stderr=errors,
                 stdin=subprocess.DEVNULL,
