@@ -787,6 +787,11 @@ class Mediator:
         owners = {name: d.owner for name, d in self.system.devices.items()}
         rights = eemi.Rights(domain.id, domain.hardware_domain, len(domain.vcpus), owners)
         decision = eemi.decide(call, rights)
+        if call.api == eemi.PmApi.CLOCK_ENABLE and firmware.clock_enabled(call.arg0):
+            # xilinx-eemi.c checks this before any access rule: an enabled clock
+            # may be "enabled" again by anyone (critical clocks are shared with
+            # devices the guest cannot see).
+            decision = eemi.Decision(eemi.Verdict.HANDLED, reason="the clock is already on")
         fx: list[Effect] = []
         if decision.verdict is eemi.Verdict.ALLOW:
             regs = self._eemi_forward(firmware, domain, call, decision, fx)
@@ -807,10 +812,6 @@ class Mediator:
         fx: list[Effect],
     ) -> Regs:
         api = call.api
-        if api == eemi.PmApi.CLOCK_ENABLE and firmware.clock_enabled(call.arg0):
-            # xilinx-eemi.c: an enabled clock may be "enabled" again by anyone;
-            # critical clocks are shared with devices the guest cannot see.
-            return eemi.encode(eemi.PmStatus.SUCCESS)
         if decision.mask is not None and api == eemi.PmApi.MMIO_WRITE:
             a = call.args
             call = eemi.PmCall(api, (a[0], decision.mask, a[2], a[3], a[4]))
