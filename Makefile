@@ -7,7 +7,7 @@ PROTO  := proto/mediator/v1/mediator.proto
 GEN    := mediatord/api/mediator/v1/mediator_pb2.py
 BOARD  ?=
 
-.PHONY: run serve test lint typecheck unit gen clean bench
+.PHONY: run serve test lint typecheck unit gen clean bench check-deploy
 
 run: $(GEN)
 	$(BIN)/mediatord demo $(if $(BOARD),--board $(BOARD))
@@ -18,8 +18,8 @@ serve: $(GEN)
 test: lint typecheck unit
 
 lint: $(GEN)
-	$(BIN)/ruff check mediatord clients tests bench
-	$(BIN)/ruff format --check mediatord clients tests bench
+	$(BIN)/ruff check mediatord clients tests bench deploy
+	$(BIN)/ruff format --check mediatord clients tests bench deploy
 
 typecheck: $(GEN)
 	$(BIN)/mypy --strict mediatord clients/mediator_client
@@ -50,3 +50,25 @@ clean:
 
 bench: $(GEN)
 	$(BIN)/python bench/core_dispatch.py
+
+# ---- deployment files (deploy/): each checked by its real tool, and against a real daemon.
+# promtool: the one on PATH, else Debian's prometheus package unpacked into .cache/ (kept).
+PROMTOOL ?= $(or $(shell command -v promtool 2>/dev/null),$(CURDIR)/.cache/promtool/promtool)
+
+$(CURDIR)/.cache/promtool/promtool:
+	@echo "promtool is not on PATH: extracting it from Debian's prometheus package into .cache/"
+	rm -rf .cache/promtool.tmp && mkdir -p .cache/promtool.tmp
+	cd .cache/promtool.tmp && { apt-get download prometheus 2>/dev/null \
+	  || { apt-get update -qq && apt-get download prometheus; }; }
+	dpkg-deb -x .cache/promtool.tmp/prometheus_*.deb .cache/promtool.tmp/root
+	mkdir -p $(@D) && mv .cache/promtool.tmp/root/usr/bin/promtool $@
+	rm -rf .cache/promtool.tmp
+	$@ --version
+
+check-deploy: $(GEN) $(PROMTOOL)
+	$(PROMTOOL) check config deploy/prometheus.yml
+	$(PROMTOOL) check rules deploy/alerts.yml
+	$(PROMTOOL) test rules deploy/alerts_test.yml
+	$(BIN)/python deploy/check_deploy.py --promtool $(PROMTOOL) --mediatord $(CURDIR)/$(BIN)/mediatord
+	sh deploy/check-files.sh $(BIN)
+	@echo "check-deploy: all deployment checks passed"

@@ -8,6 +8,7 @@ Gauges of state are computed at scrape time from the engine, never kept twice.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
@@ -40,7 +41,22 @@ API_NAMES: Final = {int(a): a.name for a in PmApi}
 STATUS_NAMES: Final = {int(s): s.name for s in PmStatus}
 # Modelled step latencies run from microseconds to milliseconds; host suspend and
 # resume from milliseconds to a second; RPCs from tens of microseconds up.
-STEP_BUCKETS: Final = (1e-6, 1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 1.0)
+STEP_BUCKETS: Final = (
+    1e-6,
+    1e-5,
+    1e-4,
+    5e-4,
+    1e-3,
+    5e-3,
+    1e-2,
+    5e-2,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
 # The *_created series double every counter's exposition and no alert uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -247,6 +263,8 @@ def _grpc_type(handler: Handler) -> str:
 def _code(context: Context, error: BaseException | None) -> str:
     code = context.code()
     if code is None:
+        if isinstance(error, asyncio.CancelledError):
+            return "CANCELLED"  # the client went away (an agent closing its Attach)
         return "OK" if error is None else "UNKNOWN"
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
