@@ -1,38 +1,37 @@
-"""Stateful property test of the functional core: virtual PSCI, interrupts and domains.
+"""Stateful property test of the functional core: virtual PSCI, interrupts, host
+suspend and domains.
 
 A ``RuleBasedStateMachine`` drives one :class:`Mediator` booted on the default board
-with random guest calls (CPU_ON, CPU_OFF, AFFINITY_INFO, CPU_SUSPEND, SYSTEM_SUSPEND,
-SYSTEM_OFF / RESET / RESET2, PSCI_VERSION / FEATURES, SMCCC calls and junk function
-IDs), from running, off and non-existent vCPUs, plus interrupts and domain
-creation / destruction. Beside it runs a small model written from the rules of
-``design.md`` sections 3, 5 and 9 and ``reference/psci.md`` (not from the code):
-for each domain its state and each vCPU's power state. Every outcome is checked
-against the model, and the invariants compare model and mediator after each step.
+(over the emulated ZynqMP) with random guest calls (CPU_ON, CPU_OFF, AFFINITY_INFO,
+CPU_SUSPEND, SYSTEM_SUSPEND, SYSTEM_OFF / RESET / RESET2, PSCI_VERSION / FEATURES,
+SMCCC calls, junk function IDs) from running, off and missing vCPUs, interrupts
+(device SPIs, the virtual timer, unwired lines), domain creation / destruction and
+host suspends with injected step failures. Beside it runs a small model written
+from the rules of design.md sections 3, 5, 6 and 9 and reference/psci.md (not from
+the code): the host state, each domain's state and each vCPU's power state. Every
+outcome is checked against the model; the invariants compare model and mediator
+after each step.
 
 Where the references disagree the model accepts each reading (noted where it
-happens), so the test pins down the contract, not one implementation's choice.
+happens), so the test pins down the contract rather than one implementation.
 """
 
 from __future__ import annotations
 
 import copy
+import pickle
 import re
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from mediatord.backends import create_platform
 from mediatord.board import default_board
+from mediatord.core import suspend
 from mediatord.core.clock import ManualClock
 from mediatord.core.config import DomainConfig
 from mediatord.core.effects import (
@@ -43,10 +42,12 @@ from mediatord.core.effects import (
     DomainEvent,
     DomainStateChanged,
     Effect,
+    Pause,
     Resume,
     Shutdown,
     ShutdownReason,
     Start,
+    Unpause,
     VcpuPowerChanged,
     Wake,
 )
@@ -78,6 +79,7 @@ NOT_SUPPORTED = -1
 INVALID_PARAMETERS = -2
 DENIED = -3
 ALREADY_ON = -4
+INTERNAL_FAILURE = -6
 INVALID_ADDRESS = -9
 
 PSCI_VERSION = 0x8400_0000
@@ -93,16 +95,7 @@ SYSTEM_SUSPEND, SYSTEM_SUSPEND_64 = 0x8400_000E, 0xC400_000E
 SYSTEM_RESET2, SYSTEM_RESET2_64 = 0x8400_0012, 0xC400_0012
 SMCCC_VERSION = 0x8000_0000
 SMCCC_ARCH_FEATURES = 0x8000_0001
-# dom0's SYSTEM_SUSPEND suspends the host: that is the host-suspend machine's
-# business (tests/property/test_host_suspend_stateful.py), not this one's.
-HOST_WIDE_FOR_DOM0 = {
-    SYSTEM_OFF,
-    SYSTEM_RESET,
-    SYSTEM_RESET2,
-    SYSTEM_RESET2_64,
-    SYSTEM_SUSPEND,
-    SYSTEM_SUSPEND_64,
-}
+HOST_WIDE_FOR_DOM0 = {SYSTEM_OFF, SYSTEM_RESET, SYSTEM_RESET2, SYSTEM_RESET2_64}
 
 # Design section 5: the functions a domain is offered. PSCI_FEATURES answers 0 for
 # them and for SMCCC_VERSION (TF-A, KVM, Xen), NOT_SUPPORTED for everything else.
@@ -145,7 +138,7 @@ DEVICE_IRQ = {
 }
 IRQ_DEVICE = {irq: name for name, irq in DEVICE_IRQ.items()}
 VTIMER = 27
-UNWIRED_IRQS = (0, 1, 15, 16, 26, 28, 30, 31, 32, 52, 55, 96, 165, 1019, 1020, 1023)
+UNWIRED_IRQS = (0, 1, 15, 16, 25, 26, 28, 30, 31, 32, 52, 55, 96, 165, 191, 1019, 1020)
 BOOT_DOMAINS = (
     # name, id, vCPUs, RAM base, RAM size, devices
     ("dom0", 0, 4, 0x4000_0000, 0x4000_0000, ("UART_0", "SD_0", "ETH_3", "GPU")),
@@ -156,7 +149,8 @@ EXTRA_NAMES = ("extra1", "extra2", "extra3")
 
 # Model states (independent of the implementation's enums).
 OFF, ON, STANDBY, POWERDOWN, SUSPENDED = "off", "on", "standby", "powerdown", "suspended"
-RUNNING, SHUTDOWN = "running", "shutdown"
+RUNNING, PAUSED, SHUTDOWN = "running", "paused", "shutdown"
+ACTIVE = "active"  # host states: ACTIVE, SUSPENDED, OFF
 POWER_NAME = {
     VcpuPower.OFF: OFF,
     VcpuPower.ON: ON,
@@ -167,9 +161,16 @@ POWER_NAME = {
 STATE_NAME = {
     DomainState.RUNNING: RUNNING,
     DomainState.SUSPENDED: SUSPENDED,
-    DomainState.PAUSED: "paused",
+    DomainState.PAUSED: PAUSED,
     DomainState.SHUTDOWN: SHUTDOWN,
 }
+
+
+def host_name(state: HostState) -> str:
+    # SUSPENDING and RESUMING are transient: never the state between two steps.
+    return {HostState.ACTIVE: ACTIVE, HostState.SUSPENDED: SUSPENDED, HostState.OFF: OFF}.get(
+        state, state.value
+    )
 
 
 def mpidr(n: int) -> int:
@@ -214,16 +215,8 @@ class MDomain:
         devices: tuple[str, ...] = (),
     ) -> MDomain:
         """Design section 9: at boot vCPU 0 is on at the RAM base, every other vCPU off."""
-        return cls(
-            id_,
-            name,
-            ram_base,
-            ram_size,
-            aarch32,
-            devices,
-            [ON] + [OFF] * (vcpus - 1),
-            [(0, 0)] * vcpus,
-        )
+        power = [ON] + [OFF] * (vcpus - 1)
+        return cls(id_, name, ram_base, ram_size, aarch32, devices, power, [(0, 0)] * vcpus)
 
     def entry_ok(self, address: int) -> bool:
         """Design section 3: inside the domain's RAM and, for AArch64, bit 0 clear."""
@@ -239,11 +232,14 @@ class MDomain:
     def others_not_off(self, vcpu: int) -> bool:
         return any(p != OFF for i, p in enumerate(self.power) if i != vcpu)
 
+    def indices(self, *powers: str) -> list[int]:
+        return [i for i, p in enumerate(self.power) if p in powers]
+
     def standby(self) -> set[tuple[int, int]]:
-        return {(self.id, i) for i, p in enumerate(self.power) if p == STANDBY}
+        return {(self.id, i) for i in self.indices(STANDBY)}
 
     def reboot(self) -> None:
-        """Design section 4/5: SYSTEM_RESET restarts the domain as it booted."""
+        """SYSTEM_RESET restarts the domain as it booted (design sections 4, 9)."""
         self.state = RUNNING
         self.power = [ON] + [OFF] * (len(self.power) - 1)
 
@@ -256,7 +252,7 @@ class MDomain:
 class Model:
     domains: dict[str, MDomain]
     owners: dict[int, str | None]  # device IRQ -> owning domain name
-    host_off: bool = False
+    host: str = ACTIVE
 
     def by_id(self, id_: int) -> MDomain | None:
         return next((d for d in self.domains.values() if d.id == id_), None)
@@ -266,6 +262,7 @@ class Model:
 
 
 ANY_REG: Container[int] = range(0, 1 << 64)
+Events = dict[int, list[tuple[int | None, Any]]]
 
 
 @dataclass
@@ -278,10 +275,15 @@ class Alt:
     x0: Container[int] = ()
     irq: IrqOutcome | None = None
     irq_vcpu: int | None = None
+    woke_host: bool = False
     changes: bool = False  # False: no effects and the whole system unchanged
-    host_wide: bool = False  # may change other domains
+    # What may happen to the other domains: "same" (nothing at all), "vcpus" (their
+    # vCPUs stay as they are: a host suspend pauses them) or "any" (a host reset).
+    others: str = "same"
     # domain id -> [(vCPU or None for any, event kind)], an ordered subsequence of its events
-    events: dict[int, list[tuple[int | None, Any]]] = field(default_factory=dict)
+    events: Events = field(default_factory=dict)
+    # [(domain id, event kind)], an ordered subsequence of all the step's events
+    order: list[tuple[int, Any]] = field(default_factory=list)
     completed: set[tuple[int, int]] = field(default_factory=set)
     aborted: set[tuple[int, int]] = field(default_factory=set)
 
@@ -291,7 +293,7 @@ class Alt:
         if self.blocked:
             return "Blocked"
         if self.irq is not None:
-            return f"Raised({self.irq}, vcpu={self.irq_vcpu})"
+            return f"Raised({self.irq}, vcpu={self.irq_vcpu}, woke_host={self.woke_host})"
         if isinstance(self.x0, set):
             return f"Returned(x0 in {sorted(hex(x) for x in self.x0)})"
         return f"Returned(x0 in {self.x0})"
@@ -304,6 +306,34 @@ def fork(model: Model, name: str) -> tuple[Model, MDomain]:
 
 def ret(model: Model, *values: int) -> list[Alt]:
     return [Alt(model, x0={reg(v) for v in values})]
+
+
+def host_suspend(m2: Model) -> Events:
+    """Design section 6: every running domU is paused; suspended ones stay suspended."""
+    m2.host = SUSPENDED
+    events: Events = {}
+    for d in m2.domains.values():
+        if d.id != 0 and d.state == RUNNING:
+            d.state = PAUSED
+            events[d.id] = [(None, Pause())]
+    return events
+
+
+def host_resume(m2: Model) -> Events:
+    """Design section 6: the host resumes, domain 0 resumes at its entry point with
+    its context ID, paused domUs are unpaused, suspended domUs stay suspended."""
+    m2.host = ACTIVE
+    events: Events = {}
+    for d in m2.domains.values():
+        if d.id == 0 and d.state == SUSPENDED:
+            s = d.power.index(SUSPENDED)
+            d.power[s] = ON
+            d.state = RUNNING
+            events[d.id] = [(s, Resume(*d.resume[s]))]
+        elif d.state == PAUSED:
+            d.state = RUNNING
+            events[d.id] = [(None, Unpause())]
+    return events
 
 
 # ------------------------------------------------------- model: PSCI functions
@@ -329,7 +359,7 @@ def cpu_on_target(model: Model, d: MDomain, target: int, entry: int, ctx: int) -
         return ret(model, INVALID_PARAMETERS)
     if not d.entry_ok(entry):
         return ret(model, INVALID_ADDRESS)
-    if d.power[n] != OFF:  # in CPU_SUSPEND or standby still counts as on
+    if d.power[n] != OFF:  # a vCPU in CPU_SUSPEND still counts as on
         return ret(model, ALREADY_ON)
     m2, d2 = fork(model, d.name)
     d2.power[n] = ON
@@ -337,8 +367,8 @@ def cpu_on_target(model: Model, d: MDomain, target: int, entry: int, ctx: int) -
 
 
 def m_cpu_off(model: Model, d: MDomain, v: int, x: Args, fid: int) -> list[Alt]:
-    # The brief's invariant (a running domain keeps a vCPU that is not off) and
-    # design section 8 (EL3 denies CPU_OFF of the last CPU): the last one is DENIED.
+    # A running domain keeps a vCPU that is not off (the brief's invariant; design
+    # section 8: EL3 denies CPU_OFF of the last CPU), so the last one is DENIED.
     if not d.others_not_off(v):
         return ret(model, DENIED)
     m2, d2 = fork(model, d.name)
@@ -399,7 +429,11 @@ def m_system_suspend(model: Model, d: MDomain, v: int, x: Args, fid: int) -> lis
     d2.power[v] = SUSPENDED
     d2.resume[v] = (entry, ctx)
     d2.state = SUSPENDED
-    return [Alt(m2, x0={SUCCESS}, changes=True)]
+    if d.id != 0:
+        return [Alt(m2, x0={SUCCESS}, changes=True)]
+    # Domain 0's SYSTEM_SUSPEND suspends the host and answers once it is suspended.
+    events = host_suspend(m2)
+    return [Alt(m2, x0={SUCCESS}, changes=True, others="vcpus", events=events)]
 
 
 def m_system_off(model: Model, d: MDomain, v: int, x: Args, fid: int) -> list[Alt]:
@@ -407,14 +441,17 @@ def m_system_off(model: Model, d: MDomain, v: int, x: Args, fid: int) -> list[Al
     if d.id == 0:
         # The hardware domain powers the board off: every domain stops.
         aborted = model.standby()
+        events: Events = {}
         for other in m2.domains.values():
+            if other.state != SHUTDOWN:
+                events[other.id] = [(None, Shutdown(ShutdownReason.POWEROFF))]
             other.shut_down()
-        m2.host_off = True
-        return [Alt(m2, x0={SUCCESS}, changes=True, host_wide=True, aborted=aborted)]
+        m2.host = OFF
+        alt = Alt(m2, x0={SUCCESS}, changes=True, others="any", events=events)
+        alt.aborted = aborted
+        return [alt]
     d2.shut_down()
-    events: dict[int, list[tuple[int | None, Any]]] = {
-        d.id: [(None, Shutdown(ShutdownReason.POWEROFF))]
-    }
+    events = {d.id: [(None, Shutdown(ShutdownReason.POWEROFF))]}
     return [Alt(m2, x0={SUCCESS}, changes=True, events=events, aborted=d.standby())]
 
 
@@ -426,24 +463,15 @@ def m_system_reset(model: Model, d: MDomain, v: int, x: Args, fid: int) -> list[
     m2, d2 = fork(model, d.name)
     if d.id == 0:
         # The hardware domain resets the board: every domain restarts.
-        aborted = model.standby()
         for other in m2.domains.values():
             other.reboot()
         events = {other.id: reboot_events(other) for other in model.domains.values()}
-        return [
-            Alt(
-                m2,
-                x0={SUCCESS},
-                changes=True,
-                host_wide=True,
-                events=events,
-                aborted=aborted,
-            )
-        ]
+        alt = Alt(m2, x0={SUCCESS}, changes=True, others="any", events=events)
+        alt.aborted = model.standby()
+        return [alt]
     d2.reboot()
-    return [
-        Alt(m2, x0={SUCCESS}, changes=True, events={d.id: reboot_events(d)}, aborted=d.standby())
-    ]
+    events = {d.id: reboot_events(d)}
+    return [Alt(m2, x0={SUCCESS}, changes=True, events=events, aborted=d.standby())]
 
 
 def m_system_reset2(model: Model, d: MDomain, v: int, x: Args, fid: int) -> list[Alt]:
@@ -477,7 +505,8 @@ def m_smccc_arch_features(model: Model, d: MDomain, v: int, x: Args, fid: int) -
     return ret(model, SUCCESS, NOT_SUPPORTED)
 
 
-MODEL_HANDLERS = {
+ModelHandler = Callable[[Model, MDomain, int, Args, int], list[Alt]]
+MODEL_HANDLERS: dict[int, ModelHandler] = {
     PSCI_VERSION: m_psci_version,
     CPU_SUSPEND: m_cpu_suspend,
     CPU_SUSPEND_64: m_cpu_suspend,
@@ -525,65 +554,82 @@ def predict_call(model: Model, name: str, vcpu: int, fid: int, args: list[int]) 
     return ret(model, NOT_SUPPORTED)  # design section 3: unknown function ID
 
 
+# ------------------------------------------------------------ model: interrupts
+
+
+def deliver(model: Model, name: str, irq: int, vcpu: int | None) -> list[Alt]:
+    """An interrupt reaches domain ``name`` of an active host: the virtual timer of
+    vCPU ``vcpu``, or a device SPI (``vcpu`` None)."""
+    d = model.domains[name]
+    dropped = [Alt(model, irq=IrqOutcome.DROPPED)]
+    if d.state == SHUTDOWN:
+        return dropped
+    if vcpu is not None and d.power[vcpu] == OFF:
+        return dropped  # the timer of an off vCPU does not fire
+    if d.state == SUSPENDED:
+        # Every device of the default board is a wake source (design section 9),
+        # and so is the virtual timer: the domain resumes at its entry point.
+        s = d.power.index(SUSPENDED)
+        m2, d2 = fork(model, name)
+        d2.power[s] = ON
+        d2.state = RUNNING
+        events: Events = {d.id: [(s, Resume(*d.resume[s])), (s, Wake(irq))]}
+        return [Alt(m2, irq=IrqOutcome.WOKE_DOMAIN, irq_vcpu=s, changes=True, events=events)]
+    alts = []
+    # An SPI may go to any vCPU that is not off (GIC routing is the mediator's choice).
+    for t in [vcpu] if vcpu is not None else d.indices(ON, STANDBY, POWERDOWN):
+        m2, d2 = fork(model, name)
+        d2.power[t] = ON
+        alt = Alt(m2, irq=IrqOutcome.WOKE_VCPU, irq_vcpu=t, changes=True)
+        alt.events = {d.id: [(t, Wake(irq))]}
+        if d.power[t] == STANDBY:
+            alt.completed = {(d.id, t)}  # the blocked CPU_SUSPEND returns SUCCESS
+        elif d.power[t] == POWERDOWN:
+            alt.events = {d.id: [(t, Resume(*d.resume[t])), (t, Wake(irq))]}
+        else:
+            alt.irq = IrqOutcome.DELIVERED
+        alts.append(alt)
+    return alts
+
+
 def predict_irq(model: Model, irq: int, name: str, vcpu: int) -> list[Alt]:
     dropped = [Alt(model, irq=IrqOutcome.DROPPED)]
     if irq == VTIMER:
         d = model.domains.get(name)
         if d is None or not 0 <= vcpu < len(d.power):
             return [Alt(model, refused=Refusal.INVALID_ARGUMENT)]
-        targets = [vcpu]
+        target: int | None = vcpu
     elif irq in IRQ_DEVICE:
         owner = model.owners[irq]
-        if model.host_off or owner is None:
+        if model.host == OFF or owner is None:
             return dropped
         d = model.domains[owner]
-        targets = [i for i, p in enumerate(d.power) if p != OFF]
+        target = None
     else:
         return [Alt(model, refused=Refusal.INVALID_ARGUMENT)]
-    if model.host_off or d.state == SHUTDOWN:
+    if model.host == OFF:
         return dropped
-    if irq == VTIMER and d.power[vcpu] == OFF:
-        return dropped  # the timer of an off vCPU does not fire
-    if d.state == SUSPENDED:
-        # Every device of the default board is a wake source (design section 9),
-        # and so is the virtual timer: the domain resumes at its entry point.
-        s = d.power.index(SUSPENDED)
-        m2, d2 = fork(model, d.name)
-        d2.power[s] = ON
-        d2.state = RUNNING
-        events: dict[int, list[tuple[int | None, Any]]] = {
-            d.id: [(s, Resume(*d.resume[s])), (s, Wake(irq))]
-        }
-        return [Alt(m2, irq=IrqOutcome.WOKE_DOMAIN, irq_vcpu=s, changes=True, events=events)]
-    alts = []
-    # An SPI may go to any vCPU that is not off (GIC routing is the mediator's choice).
-    for t in targets:
-        m2, d2 = fork(model, d.name)
-        d2.power[t] = ON
-        if d.power[t] == STANDBY:
-            alts.append(
-                Alt(
-                    m2,
-                    irq=IrqOutcome.WOKE_VCPU,
-                    irq_vcpu=t,
-                    changes=True,
-                    events={d.id: [(t, Wake(irq))]},
-                    completed={(d.id, t)},
-                )
-            )
-        elif d.power[t] == POWERDOWN:
-            events = {d.id: [(t, Resume(*d.resume[t])), (t, Wake(irq))]}
-            alts.append(Alt(m2, irq=IrqOutcome.WOKE_VCPU, irq_vcpu=t, changes=True, events=events))
-        else:
-            alts.append(
-                Alt(
-                    m2,
-                    irq=IrqOutcome.DELIVERED,
-                    irq_vcpu=t,
-                    changes=True,
-                    events={d.id: [(t, Wake(irq))]},
-                )
-            )
+    if model.host == ACTIVE:
+        return deliver(model, d.name, irq, target)
+    # Design section 6: a wake interrupt resumes the host first, then domain 0,
+    # then the interrupt goes to its domain.
+    m2 = copy.deepcopy(model)
+    resumed = host_resume(m2)
+    dom0 = model.domains["dom0"]
+    dom0_resume = (0, Resume(*dom0.resume[dom0.power.index(SUSPENDED)]))
+    alts = deliver(m2, d.name, irq, target)
+    for alt in alts:
+        alt.woke_host = True
+        alt.changes = True
+        alt.others = "vcpus"  # domain 0 resumes; the domUs' vCPUs stay as they are
+        for id_, evs in resumed.items():
+            alt.events[id_] = evs + alt.events.get(id_, [])
+        if alt.irq is not IrqOutcome.DROPPED:
+            alt.order = [dom0_resume, (d.id, Wake(irq))]
+    if all(a.irq is IrqOutcome.DROPPED for a in alts):
+        # It ends up nowhere (a shut-down domain, an off vCPU): whether it still
+        # wakes the SoC on the way is the hardware's business.
+        alts += dropped
     return alts
 
 
@@ -609,8 +655,8 @@ u64 = st.integers(0, MASK64)
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
-    """``choices`` drawn in proportion to their weights; list the likeliest first
-    (Hypothesis leans towards the first choice, its "simplest")."""
+    """``choices`` drawn in proportion to their weights (0: never); list the
+    likeliest first, as Hypothesis leans towards the first ("simplest") one."""
     indices = [i for i, (weight, _) in enumerate(choices) for _ in range(weight)]
     return st.sampled_from(indices).flatmap(lambda i: choices[i][1])
 
@@ -619,15 +665,19 @@ def with_junk_upper(low: st.SearchStrategy[int]) -> st.SearchStrategy[int]:
     return st.tuples(low, st.integers(1, MASK32)).map(lambda t: (t[0] & MASK32) | t[1] << 32)
 
 
+def good_entries(d: MDomain) -> st.SearchStrategy[int]:
+    return st.integers(d.ram_base, d.ram_base + d.ram_size - 1).map(lambda a: a & ~0x7)
+
+
 def entries(d: MDomain | None) -> st.SearchStrategy[int]:
-    base, size = (d.ram_base, d.ram_size) if d else (0x4000_0000, 0x1000_0000)
-    inside = st.integers(base, base + size - 1)
-    aligned = inside.map(lambda a: a & ~0x7)
+    if d is None:
+        return u64
+    base, size = d.ram_base, d.ram_size
     return weighted(
-        (8, aligned),
+        (8, good_entries(d)),
         (2, st.sampled_from([base, base + size - 8, base + size - 1, base + size, base - 8, 0])),
-        (1, aligned.map(lambda a: a | 1)),  # bit 0 set: no AArch64 entry point
-        (2, with_junk_upper(aligned)),
+        (1, good_entries(d).map(lambda a: a | 1)),  # bit 0 set: no AArch64 entry point
+        (2, with_junk_upper(good_entries(d))),
         (1, u64),
     )
 
@@ -635,7 +685,7 @@ def entries(d: MDomain | None) -> st.SearchStrategy[int]:
 def targets(d: MDomain | None) -> st.SearchStrategy[int]:
     n = len(d.power) if d else 2
     valid = st.sampled_from([mpidr(i) for i in range(n)])
-    off = [mpidr(i) for i, p in enumerate(d.power) if p == OFF] if d else []
+    off = [mpidr(i) for i in d.indices(OFF)] if d else []
     invalid = st.sampled_from(
         [mpidr(n), mpidr(n + 1), 0x10, 0xFF, 0x1F00, 0x1_0000, 1 << 32, HWID, MASK64]
     )
@@ -650,8 +700,13 @@ def targets(d: MDomain | None) -> st.SearchStrategy[int]:
     )
 
 
-ctx_ids = st.one_of(st.sampled_from([0, 1, MASK32, MASK64]), u32, u64)
+ctx_ids = st.one_of(u64, st.sampled_from([0, 1, MASK32, MASK64]), u32)
 levels = st.one_of(st.integers(0, 5), with_junk_upper(st.integers(0, 5)), u64)
+standby_states = st.one_of(
+    st.sampled_from([0x0, 0x100_0000, 0x200_0000]),
+    st.builds(lambda sid, lvl: sid | lvl << 24, st.integers(0, 0xFFFF), st.integers(0, 2)),
+)
+powerdown_states = standby_states.map(lambda s: s | PSTATE_POWERDOWN)
 power_states = st.one_of(
     st.sampled_from([0x0, 0x1_0000, 0x100_0000, 0x101_0000, 0x201_0000, 0x300_0000]),
     st.builds(
@@ -708,8 +763,6 @@ class PsciMachine(RuleBasedStateMachine):
                 self._check_seq(effect)
                 starts[effect.domain_id] = (effect.vcpu, effect.kind)
         for d in domains.values():
-            assert self.m.system.domain(d.name) is not None
-            assert self.m.system.domain(d.name).id == d.id  # type: ignore[union-attr]
             assert starts[d.id] == (0, Start(d.ram_base, 0)), starts
 
     # ------------------------------------------------------------ drawing
@@ -729,15 +782,20 @@ class PsciMachine(RuleBasedStateMachine):
     def _vcpu(self, data: st.DataObject, name: str, wanted: tuple[str, ...] = (ON,)) -> int:
         d = self.model.domains.get(name)
         n = len(d.power) if d else 2
-        on = [i for i, p in enumerate(d.power) if p in wanted] if d else []
+        some = d.indices(*wanted) if d else []
         return data.draw(
             weighted(
-                (8 if on else 0, st.sampled_from(on or [0])),
+                (8 if some else 0, st.sampled_from(some or [0])),
                 (2, st.integers(0, n - 1)),
                 (1, st.sampled_from([n, n + 1, MASK32])),
             ),
             label="vcpu",
         )
+
+    def _live(self, data: st.DataObject, names: list[str]) -> tuple[MDomain, int]:
+        """A domain of ``names`` (running, with a vCPU on) and one of its ON vCPUs."""
+        d = self.model.domains[data.draw(st.sampled_from(sorted(names)), label="domain")]
+        return d, data.draw(st.sampled_from(d.indices(ON)), label="vcpu")
 
     # ------------------------------------------------------------ checking
 
@@ -753,12 +811,14 @@ class PsciMachine(RuleBasedStateMachine):
         completed: list[tuple[int, int]] = []
         aborted: list[tuple[int, int]] = []
         events: dict[int, list[tuple[int, Any]]] = {}
+        everything: list[tuple[int, Any]] = []
         powers: dict[tuple[int, int], str] = {}
         states: dict[int, str] = {}
         for effect in effects:
             if isinstance(effect, DomainEvent):
                 self._check_seq(effect)
                 events.setdefault(effect.domain_id, []).append((effect.vcpu, effect.kind))
+                everything.append((effect.domain_id, effect.kind))
             elif isinstance(effect, CallCompleted):
                 key = (effect.domain_id, effect.vcpu)
                 assert key in self.outstanding, f"{effect} answers no blocked call"
@@ -780,6 +840,8 @@ class PsciMachine(RuleBasedStateMachine):
             got = iter(events.get(id_, []))
             ok = all(any((v is None or v == gv) and k == gk for gv, gk in got) for v, k in wanted)
             assert ok, f"domain {id_}: events {events.get(id_)} lack {wanted}"
+        rest = iter(everything)
+        assert all(e in rest for e in alt.order), f"events {everything} not in order {alt.order}"
         # Every power / state change is announced, and the last announcement is the truth.
         for d in alt.model.domains.values():
             old = before.by_id(d.id)
@@ -793,27 +855,46 @@ class PsciMachine(RuleBasedStateMachine):
             elif d.id in states:
                 assert states[d.id] == d.state, (d.name, d.state, states)
 
+    def _snapshot(self) -> bytes:
+        """``m.snapshot()``, pickled: the same state, several times cheaper to
+        take and compare (the saved GIC registers make deep copies slow)."""
+        return pickle.dumps(self.m.system)
+
+    def _unchanged(self, snapshot: bytes, message: str) -> None:
+        if pickle.dumps(self.m.system) != snapshot:
+            assert pickle.loads(snapshot) == self.m.snapshot(), message
+
     def _others(self, exclude: int | None) -> dict[int, Any]:
         return {id_: copy.deepcopy(d) for id_, d in self.m.system.domains.items() if id_ != exclude}
 
     def _unchanged_others(self, others: dict[int, Any], alt: Alt) -> None:
-        if alt.host_wide:
+        """A domain never changes because of another domain's step, except for what
+        the host does to every domain (suspend pauses them, reset and off stop them)."""
+        if alt.others == "any":
             return
         for id_, before in others.items():
-            assert self.m.system.domains.get(id_) == before, (
-                f"domain {before.name} changed by another domain's step"
-            )
+            now = self.m.system.domains.get(id_)
+            assert now is not None, f"domain {before.name} vanished"
+            if alt.others == "vcpus":
+                if alt.woke_host and id_ == 0:
+                    continue
+                assert now.vcpus == before.vcpus, f"{before.name}'s vCPUs changed"
+            else:
+                assert now == before, f"domain {before.name} changed by another domain's step"
 
-    def _call(self, name: str, vcpu: int, fid: int, args: list[int]) -> None:
-        alts = predict_call(self.model, name, vcpu, fid, args)
-        snapshot = self.m.snapshot()
+    def _call(
+        self, name: str, vcpu: int, fid: int, args: list[int], alts: list[Alt] | None = None
+    ) -> None:
+        if alts is None:
+            alts = predict_call(self.model, name, vcpu, fid, args)
+        snapshot = self._snapshot()
         caller = self.model.domains.get(name)
         others = self._others(caller.id if caller else None)
         outcome = self.m.call(name, vcpu, fid, args)
 
         alt = self._match_call(alts, outcome)
         if isinstance(outcome, Refused):
-            assert self.m.snapshot() == snapshot, "a refused call changed the system"
+            self._unchanged(snapshot, "a refused call changed the system")
             return
         if isinstance(outcome, Returned):
             regs = outcome.regs
@@ -827,7 +908,7 @@ class PsciMachine(RuleBasedStateMachine):
             self.outstanding.add(key)
         if not alt.changes:
             assert outcome.effects == (), outcome.effects
-            assert self.m.snapshot() == snapshot, "a call without effect changed the system"
+            self._unchanged(snapshot, "a call without effect changed the system")
         self._check_effects(outcome.effects, alt, self.model)
         self._unchanged_others(others, alt)
         self.model = alt.model
@@ -850,19 +931,58 @@ class PsciMachine(RuleBasedStateMachine):
             got = repr(outcome)
         raise AssertionError(f"expected {wanted}, got {got}")
 
-    # ---------------------------------------------------------------- rules
+    def _irq(self, irq: int, name: str, vcpu: int) -> None:
+        alts = predict_irq(self.model, irq, name, vcpu)
+        target = None
+        if irq == VTIMER:
+            target = self.model.domains.get(name)
+        elif irq in IRQ_DEVICE and self.model.owners[irq] is not None:
+            target = self.model.domains[self.model.owners[irq]]  # type: ignore[index]
+        snapshot = self._snapshot()
+        others = self._others(target.id if target else None)
+        outcome = self.m.raise_interrupt(irq, name, vcpu)
 
-    # Hypothesis's swarm testing turns random subsets of these rules off in each
-    # run; mixed_step keeps every run a mix of calls and interrupts.
+        wanted = [a.describe() for a in alts]
+        if isinstance(outcome, Refused):
+            assert any(a.refused is outcome.reason for a in alts), f"expected {wanted}: {outcome}"
+            self._unchanged(snapshot, "a refused interrupt changed the system")
+            return
+        assert isinstance(outcome, Raised), outcome
+        ok = [
+            a
+            for a in alts
+            if a.irq is outcome.outcome
+            and a.woke_host == outcome.woke_host
+            and (a.irq is IrqOutcome.DROPPED or a.irq_vcpu == outcome.vcpu)
+        ]
+        assert ok, f"expected {wanted}, got {outcome}"
+        alt = ok[0]
+        if alt.irq is not IrqOutcome.DROPPED:
+            assert target is not None
+            assert outcome.domain == target.name, outcome
+        if not alt.changes:
+            assert not any(isinstance(e, DomainEvent) for e in outcome.effects), outcome
+            self._unchanged(snapshot, "a dropped interrupt changed the system")
+        self._check_effects(outcome.effects, alt, self.model)
+        self._unchanged_others(others, alt)
+        self.model = alt.model
+
+    # ------------------------------------------------ rules: guided steps
+
+    # Hypothesis's swarm testing turns random subsets of the rules off in each run;
+    # mixed_step keeps every run a mix of calls and interrupts, and guided_step
+    # picks arguments that make sense in the current state, so that sequences like
+    # CPU_ON, CPU_SUSPEND, wake-up, SYSTEM_SUSPEND, host suspend happen often.
 
     @rule(data=st.data())
     def mixed_step(self, data: st.DataObject) -> None:
         steps = [
-            (4, self.cpu_on),
-            (3, self.cpu_off),
-            (3, self.cpu_suspend),
-            (2, self.system_suspend),
-            (4, self.raise_interrupt),
+            (8, self.guided_step),
+            (2, self.cpu_on),
+            (1, self.cpu_off),
+            (2, self.cpu_suspend),
+            (1, self.system_suspend),
+            (2, self.raise_interrupt),
             (1, self.affinity_info),
             (1, self.version_and_features),
             (1, self.junk_call),
@@ -870,6 +990,71 @@ class PsciMachine(RuleBasedStateMachine):
         ]
         index = data.draw(weighted(*((w, st.just(i)) for i, (w, _) in enumerate(steps))))
         steps[index][1](data)
+
+    @rule(data=st.data())
+    def guided_step(self, data: st.DataObject) -> None:
+        """A step chosen for the state a domain is in: CPU_ON while vCPUs are off,
+        CPU_SUSPEND once several are on, then CPU_ON / SYSTEM_SUSPEND / AFFINITY_INFO
+        of a domain whose sleeping vCPUs must count as on, SYSTEM_SUSPEND (and a
+        host suspend) when one is left, and wake-ups."""
+        model = self.model
+        live = sorted(
+            d.name for d in model.domains.values() if d.state == RUNNING and ON in d.power
+        )
+        sleepers = [
+            (d.name, i)
+            for d in model.domains.values()
+            for i in d.indices(STANDBY, POWERDOWN, SUSPENDED)
+        ]
+        if not live or (sleepers and data.draw(st.integers(0, 3), label="wake?") == 0):
+            if not sleepers or data.draw(st.integers(0, 7), label="any device") == 0:
+                self._irq(data.draw(st.sampled_from(sorted(IRQ_DEVICE)), label="irq"), "", 0)
+                return
+            name, i = data.draw(st.sampled_from(sorted(sleepers)), label="sleeper")
+            d = model.domains[name]
+            irqs = [DEVICE_IRQ[dev] for dev in d.devices if model.owners[DEVICE_IRQ[dev]] == name]
+            if irqs and data.draw(st.booleans(), label="by a device"):
+                self._irq(data.draw(st.sampled_from(irqs), label="irq"), "", 0)
+            else:
+                self._irq(VTIMER, name, i)
+            return
+        d, v = self._live(data, live)
+        off = d.indices(OFF)
+        sleeping = d.indices(STANDBY, POWERDOWN)
+        others_on = len(d.power) - len(off) > 1
+        kind = data.draw(
+            weighted(
+                (6 if off else 0, st.just("cpu_on")),
+                (4 if sleeping else 0, st.just("cpu_on_busy")),
+                (4 if others_on else 1, st.just("standby")),
+                (3 if others_on else 1, st.just("powerdown")),
+                (2 if others_on else 0, st.just("cpu_off")),
+                (4 if not others_on or sleeping else 1, st.just("system_suspend")),
+                (2 if sleeping else 1, st.just("affinity")),
+            ),
+            label="kind",
+        )
+        smc64 = not d.aarch32 and data.draw(st.booleans(), label="SMC64")
+        entry = data.draw(weighted((6, good_entries(d)), (1, with_junk_upper(good_entries(d)))))
+        ctx = data.draw(ctx_ids, label="context_id")
+        if kind == "cpu_off":
+            self._call(d.name, v, CPU_OFF, [])
+        elif kind in ("cpu_on", "cpu_on_busy"):
+            pool = off if kind == "cpu_on" else sleeping
+            target = mpidr(data.draw(st.sampled_from(pool), label="target"))
+            self._call(d.name, v, CPU_ON_64 if smc64 else CPU_ON, [target, entry, ctx])
+        elif kind in ("standby", "powerdown"):
+            states = standby_states if kind == "standby" else powerdown_states
+            args = [data.draw(states, label="power_state"), entry, ctx]
+            self._call(d.name, v, CPU_SUSPEND_64 if smc64 else CPU_SUSPEND, args)
+        elif kind == "system_suspend":
+            self._call(d.name, v, SYSTEM_SUSPEND_64 if smc64 else SYSTEM_SUSPEND, [entry, ctx])
+        else:
+            target = mpidr(data.draw(st.sampled_from([*sleeping, 0]), label="target"))
+            level = data.draw(st.integers(0, 3), label="level")
+            self._call(d.name, v, AFFINITY_INFO_64 if smc64 else AFFINITY_INFO, [target, level])
+
+    # ------------------------------------------------ rules: random calls
 
     @rule(data=st.data())
     def cpu_on(self, data: st.DataObject) -> None:
@@ -885,15 +1070,7 @@ class PsciMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def cpu_off(self, data: st.DataObject) -> None:
-        several = sorted(
-            d.name
-            for d in self.model.domains.values()
-            if d.state == RUNNING and d.power.count(OFF) < len(d.power) - 1
-        )
-        if several and data.draw(st.booleans(), label="prefer a domain with 2 vCPUs on"):
-            name = data.draw(st.sampled_from(several), label="domain")
-        else:
-            name = self._domain(data)
+        name = self._domain(data)
         vcpu = self._vcpu(data, name)
         self._call(name, vcpu, CPU_OFF, data.draw(st.lists(u64, max_size=3), label="args"))
 
@@ -918,7 +1095,7 @@ class PsciMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def system_suspend(self, data: st.DataObject) -> None:
-        name = self._domain(data, include_dom0=False)
+        name = self._domain(data)
         vcpu = self._vcpu(data, name)
         d = self.model.domains.get(name)
         fid = data.draw(st.sampled_from([SYSTEM_SUSPEND, SYSTEM_SUSPEND_64]), label="fid")
@@ -957,6 +1134,31 @@ class PsciMachine(RuleBasedStateMachine):
         if roll:
             return
         self._call("dom0", self._vcpu(data, "dom0"), SYSTEM_OFF, [])
+
+    @rule(data=st.data())
+    def dom0_suspend_with_fault(self, data: st.DataObject) -> None:
+        """Domain 0's SYSTEM_SUSPEND with one host step or hardware operation made to
+        fail (design section 6): either the fault is not on the suspend path and the
+        host suspends, or the call returns DENIED / INTERNAL_FAILURE and everything
+        is as before: nothing stays half-suspended."""
+        dom0 = self.model.domains["dom0"]
+        if dom0.state != RUNNING or ON not in dom0.power:
+            return
+        v = data.draw(st.sampled_from(dom0.indices(ON)), label="vcpu")
+        names = sorted(suspend.STEP_NAMES | set(self.m.platform.FAULTS))
+        fault = data.draw(st.sampled_from(names), label="fault")
+        error = data.draw(st.sampled_from([0, DENIED, INTERNAL_FAILURE, NOT_SUPPORTED]))
+        assert self.m.inject_fault(fault, 1, error) is None
+        entry, ctx = data.draw(good_entries(dom0), label="entry"), data.draw(ctx_ids)
+        alts = predict_call(self.model, "dom0", v, SYSTEM_SUSPEND_64, [entry, ctx])
+        if alts[0].x0 == {SUCCESS}:
+            rollback = Alt(self.model, x0={reg(DENIED), reg(INTERNAL_FAILURE)}, changes=True)
+            rollback.others = "vcpus"
+            alts.append(rollback)
+        try:
+            self._call("dom0", v, SYSTEM_SUSPEND_64, [entry, ctx], alts)
+        finally:
+            self.m.inject_fault(fault, 0, 0)  # disarm it if the suspend never got there
 
     @rule(data=st.data())
     def version_and_features(self, data: st.DataObject) -> None:
@@ -1001,41 +1203,9 @@ class PsciMachine(RuleBasedStateMachine):
         name = self._domain(data)
         if data.draw(st.integers(0, 7), label="no domain") == 0:
             name = ""
-        vcpu = self._vcpu(data, name, (ON, STANDBY, POWERDOWN, SUSPENDED))
+        self._irq(irq, name, self._vcpu(data, name, (ON, STANDBY, POWERDOWN, SUSPENDED)))
 
-        alts = predict_irq(self.model, irq, name, vcpu)
-        target = None
-        if irq == VTIMER:
-            target = self.model.domains.get(name)
-        elif irq in IRQ_DEVICE and self.model.owners[irq] is not None:
-            target = self.model.domains[self.model.owners[irq]]  # type: ignore[index]
-        snapshot = self.m.snapshot()
-        others = self._others(target.id if target else None)
-        outcome = self.m.raise_interrupt(irq, name, vcpu)
-
-        if isinstance(outcome, Refused):
-            ok = [a for a in alts if a.refused is outcome.reason]
-            assert ok, f"expected {[a.describe() for a in alts]}, got {outcome}"
-            assert self.m.snapshot() == snapshot, "a refused interrupt changed the system"
-            return
-        assert isinstance(outcome, Raised), outcome
-        ok = [
-            a
-            for a in alts
-            if a.irq is outcome.outcome
-            and (a.irq is IrqOutcome.DROPPED or a.irq_vcpu == outcome.vcpu)
-        ]
-        assert ok, f"expected {[a.describe() for a in alts]}, got {outcome}"
-        alt = ok[0]
-        if alt.irq is not IrqOutcome.DROPPED:
-            assert target is not None
-            assert outcome.domain == target.name, outcome
-        if not alt.changes:
-            assert outcome.effects == (), outcome.effects
-            assert self.m.snapshot() == snapshot, "a dropped interrupt changed the system"
-        self._check_effects(outcome.effects, alt, self.model)
-        self._unchanged_others(others, alt)
-        self.model = alt.model
+    # ------------------------------------------------------ rules: domains
 
     @rule(data=st.data())
     def create_domain(self, data: st.DataObject) -> None:
@@ -1070,7 +1240,7 @@ class PsciMachine(RuleBasedStateMachine):
         if not config_ok(cfg):
             reasons = {Refusal.INVALID_ARGUMENT}
         else:
-            if self.model.host_off:
+            if self.model.host != ACTIVE:
                 reasons.add(Refusal.FAILED_PRECONDITION)
             if cfg.name in self.model.domains:
                 reasons.add(Refusal.ALREADY_EXISTS)
@@ -1079,12 +1249,12 @@ class PsciMachine(RuleBasedStateMachine):
                     reasons.add(Refusal.INVALID_ARGUMENT)
                 elif self.model.owners[DEVICE_IRQ[dev]] is not None:
                     reasons.add(Refusal.FAILED_PRECONDITION)
-        snapshot = self.m.snapshot()
+        snapshot = self._snapshot()
         outcome = self.m.create_domain(cfg)
         if reasons:
             assert isinstance(outcome, Refused), outcome
             assert outcome.reason in reasons, (outcome, reasons)
-            assert self.m.snapshot() == snapshot, "a refused create changed the system"
+            self._unchanged(snapshot, "a refused create changed the system")
             return
         assert isinstance(outcome, Created), outcome
         id_ = outcome.domain.id
@@ -1106,31 +1276,34 @@ class PsciMachine(RuleBasedStateMachine):
         alt = Alt(after, changes=True, events={id_: [(0, Start(cfg.ram_base, 0))]})
         assert DomainCreated(id_, cfg.name) in outcome.effects, outcome.effects
         self._check_effects(outcome.effects, alt, self.model)
-        for id2, before in snapshot.domains.items():
+        for id2, before in pickle.loads(snapshot).domains.items():
             assert self.m.system.domains[id2] == before, "create changed another domain"
         self.model = after
 
-    @precondition(lambda self: any(n in EXTRA_NAMES for n in self.model.domains))
     @rule(data=st.data())
-    def destroy_extra_domain(self, data: st.DataObject) -> None:
+    def destroy_domain(self, data: st.DataObject) -> None:
+        """Mostly the extra domains; dom0 (refused), a missing one, or a domU sometimes."""
         extras = sorted(n for n in self.model.domains if n in EXTRA_NAMES)
-        self._destroy(data.draw(st.sampled_from(extras), label="name"))
-
-    @rule(data=st.data(), roll=st.integers(0, 3))
-    def destroy_any_domain(self, data: st.DataObject, roll: int) -> None:
-        """dom0 (refused), a missing domain, or, in a quarter of the draws, a domU."""
-        names = [n for n in self.model.domains if roll == 0 or n == "dom0"]
-        self._destroy(data.draw(st.sampled_from([*sorted(names), "ghost"]), label="name"))
-
-    def _destroy(self, name: str) -> None:
-        snapshot = self.m.snapshot()
+        roll = data.draw(st.integers(0, 3), label="roll")
+        others = [n for n in self.model.domains if n == "dom0" or roll == 0]
+        name = data.draw(
+            weighted(
+                (6 if extras else 0, st.sampled_from(extras or ["ghost"])),
+                (1, st.sampled_from([*sorted(others), "ghost"])),
+            ),
+            label="name",
+        )
+        snapshot = self._snapshot()
         outcome = self.m.destroy_domain(name)
         d = self.model.domains.get(name)
-        if d is None or d.id == 0:
+        # The design leaves open whether a domain may be destroyed while the host
+        # sleeps: either answer is accepted, a refusal changing nothing.
+        asleep = self.model.host == SUSPENDED and isinstance(outcome, Refused)
+        if d is None or d.id == 0 or asleep:
             assert isinstance(outcome, Refused), outcome
             wanted = Refusal.NOT_FOUND if d is None else Refusal.FAILED_PRECONDITION
             assert outcome.reason is wanted, outcome
-            assert self.m.snapshot() == snapshot, "a refused destroy changed the system"
+            self._unchanged(snapshot, "a refused destroy changed the system")
             return
         assert isinstance(outcome, Destroyed), outcome
         assert DomainDestroyed(d.id, name) in outcome.effects, outcome.effects
@@ -1143,7 +1316,7 @@ class PsciMachine(RuleBasedStateMachine):
         alt = Alt(after, changes=True, aborted=d.standby())
         self._check_effects(outcome.effects, alt, self.model)
         assert name not in self.m.system.names
-        for id2, before in snapshot.domains.items():
+        for id2, before in pickle.loads(snapshot).domains.items():
             if id2 != d.id:
                 assert self.m.system.domains[id2] == before, "destroy changed another domain"
         for dev in d.devices:
@@ -1156,7 +1329,7 @@ class PsciMachine(RuleBasedStateMachine):
     def model_matches(self) -> None:
         system = self.m.system
         assert sorted(system.names) == sorted(self.model.domains)
-        assert (system.host_state is HostState.OFF) == self.model.host_off
+        assert host_name(system.host_state) == self.model.host, system.host_state
         for d in self.model.domains.values():
             real = system.domain(d.name)
             assert real is not None
@@ -1166,9 +1339,6 @@ class PsciMachine(RuleBasedStateMachine):
             assert powers == d.power, (d.name, powers, d.power)
             assert [v.index for v in real.vcpus] == list(range(len(d.power)))
             assert [v.mpidr for v in real.vcpus] == [mpidr(i) for i in range(len(d.power))]
-        # dom0 never suspends here (the host suspend has its own machine in
-        # test_host_suspend_stateful.py), so the host is active unless it is off.
-        assert system.host_state is (HostState.OFF if self.model.host_off else HostState.ACTIVE)
         for irq, owner in self.model.owners.items():
             real_owner = system.devices[IRQ_DEVICE[irq]].owner
             wanted = None if owner is None else self.model.domains[owner].id
@@ -1176,7 +1346,8 @@ class PsciMachine(RuleBasedStateMachine):
 
     @invariant()
     def domain_shapes(self) -> None:
-        for real in self.m.system.domains.values():
+        system = self.m.system
+        for real in system.domains.values():
             powers = [v.power for v in real.vcpus]
             if real.state is DomainState.RUNNING:
                 assert any(p is not VcpuPower.OFF for p in powers), real
@@ -1186,6 +1357,18 @@ class PsciMachine(RuleBasedStateMachine):
                 assert all(p in (VcpuPower.OFF, VcpuPower.SUSPENDED) for p in powers), real
             elif real.state is DomainState.SHUTDOWN:
                 assert all(p is VcpuPower.OFF for p in powers), real
+            else:  # paused by a host suspend (design section 6)
+                assert system.host_state is HostState.SUSPENDED, real
+                assert VcpuPower.SUSPENDED not in powers, real
+        states = {d.state for d in system.domains.values()}
+        if system.host_state is HostState.SUSPENDED:
+            # Only domain 0's SYSTEM_SUSPEND suspends the host; nothing runs meanwhile.
+            assert system.domains[0].state is DomainState.SUSPENDED
+            assert DomainState.RUNNING not in states
+        elif system.host_state is HostState.ACTIVE:
+            assert DomainState.PAUSED not in states
+        else:
+            assert states == {DomainState.SHUTDOWN}, states
 
     @invariant()
     def event_numbering(self) -> None:
@@ -1204,9 +1387,9 @@ class PsciMachine(RuleBasedStateMachine):
 
     @invariant()
     def affinity_agrees(self) -> None:
-        """AFFINITY_INFO level 0 (and level 1 for cluster 0) from an ON vCPU of each
-        running domain; in the other domains the model alone answers, and it says
-        what model_matches already compared."""
+        """AFFINITY_INFO level 0 of every vCPU (and level 1 of cluster 0), called from
+        an ON vCPU of each running domain. Elsewhere the model alone answers, and it
+        says what model_matches compared."""
         for d in self.model.domains.values():
             if d.state != RUNNING or ON not in d.power:
                 continue
@@ -1220,7 +1403,9 @@ class PsciMachine(RuleBasedStateMachine):
     def _query(self, d: MDomain, caller: int, fid: int, args: list[int], wanted: int) -> None:
         outcome = self.m.call(d.name, caller, fid, args)
         assert isinstance(outcome, Returned), outcome
-        assert outcome.regs[0] == wanted, outcome
+        assert len(outcome.regs) == 4, outcome
+        assert all(0 <= r <= MASK64 for r in outcome.regs), outcome
+        assert outcome.regs[0] == wanted, (d.name, hex(args[0]), args[1], outcome)
         assert outcome.effects == (), outcome
 
 
