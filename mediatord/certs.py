@@ -171,6 +171,7 @@ def init(
             path.write_bytes(ca.cert_pem)
             key_path = directory / f"{stem}.key"
             key_path.touch(mode=0o600)
+            key_path.chmod(0o600)
             key_path.write_bytes(_pem(ca.key))
             written.extend([path, key_path])
             return

@@ -246,12 +246,17 @@ class AsyncGuestAgent:
                 self.handler_errors.append((event, error))
 
     async def wait_for(
-        self, predicate: Callable[[Event], bool], after: int = 0, within: float | None = None
+        self,
+        predicate: Callable[[Event], bool],
+        after: int = 0,
+        within: float | None = None,
+        since: int = 0,
     ) -> Event:
-        """The first event with seq > ``after`` matching ``predicate`` (waits for it)."""
+        """The first event with seq > ``after`` matching ``predicate``, among those
+        received from position ``since`` of :attr:`events` on (waits for it)."""
 
         def found() -> Event | None:
-            return next((e for e in self.events if e.seq > after and predicate(e)), None)
+            return next((e for e in self.events[since:] if e.seq > after and predicate(e)), None)
 
         async def wait() -> Event:
             async with self._changed:
@@ -302,14 +307,19 @@ class AsyncGuestAgent:
                 await self.call(psci.cpu_off(), vcpu=vcpu)
                 report.secondaries_off.append(vcpu)
         report.suspended_at = time.monotonic()
+        # The RESUME may overtake the call's own answer (another stream), so count
+        # from before the call; only a RESUME at this suspend's entry point and
+        # context ID ends the wait (Attach delivers at least once).
+        since = len(self.events)
         try:
             await self.call(psci.system_suspend(entry_point, context_id), vcpu=0)
         except PsciError:
             # Refused or rolled back: the domain runs on, so undo what we did.
             await self._thaw(report, secondary_entry or entry_point)
             raise
+        wanted = fx.Resume(entry_point, context_id)
         report.resumed_by = await self.wait_for(
-            lambda e: e.vcpu == 0 and isinstance(e.kind, fx.Resume), mark, resume_timeout
+            lambda e: e.vcpu == 0 and e.kind == wanted, mark, resume_timeout, since
         )
         report.resumed_at = time.monotonic()
         await self._thaw(report, secondary_entry or entry_point)

@@ -19,11 +19,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Final, TypeVar
+
+import grpc
 
 from mediator_client import eemi, psci
 from mediator_client.agent import AsyncGuestAgent, SuspendReport
-from mediator_client.calls import Call, Event
+from mediator_client.calls import Call, ClientTls, Event
 from mediator_client.errors import (
     DomainGoneError,
     EemiError,
@@ -119,7 +122,7 @@ def default_target() -> str:
     return os.environ.get(TARGET_ENV) or DEFAULT_TARGET
 
 
-def target_arg(parser: argparse.ArgumentParser) -> None:
+def common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         metavar="ADDR",
@@ -131,6 +134,32 @@ def target_arg(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="one JSON object per result or event on stdout, for scripts",
     )
+    parser.add_argument(
+        "--certs",
+        metavar="DIR",
+        type=Path,
+        help="connect with mTLS, with the files `mediatorctl certs init DIR` wrote: ca.pem and "
+        "the caller's <kind>-<name>.pem/.key (docs/security.md)",
+    )
+
+
+def client_tls(certs: Path | None, principal: str) -> ClientTls | None:
+    """The mTLS identity for ``principal`` (``domain/x`` or ``operator/y``) from a
+    ``certs init`` directory; None for a development listener."""
+    if certs is None:
+        return None
+    kind, _, name = principal.partition("/")
+    try:
+        return ClientTls.from_dir(certs, f"{kind}-{name}")
+    except OSError as error:
+        raise CertificatesError(
+            f"cannot read the {principal} certificate in {certs}: {error.strerror} "
+            f"({error.filename}); make them with `mediatorctl certs init {certs}`"
+        ) from None
+
+
+class CertificatesError(MediatorError):
+    """The --certs directory lacks the caller's certificate."""
 
 
 def hexes(values: Sequence[int]) -> list[str]:
@@ -243,7 +272,8 @@ def explain(error: MediatorError, where: Situation) -> str:
     if isinstance(error, UnavailableError):
         return (
             f"cannot reach mediatord at {where.target} ({error.details or 'unavailable'}): "
-            f"start it with `mediatord serve`, or point --target (or ${TARGET_ENV}) at it"
+            f"start it with `mediatord serve`, or point --target (or ${TARGET_ENV}) at it "
+            "(a TLS listener also needs --certs DIR)"
         )
     if isinstance(error, NotPermittedError):
         return f"not permitted: {error.details}: check --domain and --principal (docs/security.md)"
@@ -256,7 +286,15 @@ def explain(error: MediatorError, where: Situation) -> str:
     if isinstance(error, EemiError):
         return f"{error}: {_eemi_hint(error, where)}"
     if isinstance(error, RpcError):
-        return f"{error.code.name}: {error.details}"
+        hint = ""
+        if error.code == grpc.StatusCode.ABORTED:
+            hint = ": another agent (a newer `watch` or `suspend`) attached to the domain"
+        elif error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            hint = (
+                ": a standby CPU_SUSPEND waits for an interrupt "
+                f"(`mediatorctl irq 27 --domain {domain or 'DOMAIN'} --vcpu N`)"
+            )
+        return f"{error.code.name}: {error.details}{hint}"
     return str(error)
 
 
@@ -442,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--domain", metavar="NAME", required=True, help="the domain the agent acts for"
     )
-    target_arg(parser)
+    common_args(parser)
     parser.add_argument(
         "--principal",
         metavar="P",
@@ -472,8 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     suspend = commands.add_parser(
         "suspend",
         help="suspend the domain to RAM as Linux does, and wait for its resume",
-        description="What `echo mem > /sys/power/state` does: lower the requirements of the "
-        "--device nodes the domain holds, CPU_OFF every secondary vCPU from itself, "
+        description="What `echo mem > /sys/power/state` does: power down the --device nodes "
+        "the domain holds (--wake nodes keep only WAKEUP), CPU_OFF every secondary vCPU "
+        "from itself, "
         "SYSTEM_SUSPEND from vCPU 0; then wait for the RESUME a wake interrupt brings, "
         "CPU_ON the secondaries again and restore the devices. For the hardware domain "
         "this suspends the host.",
@@ -499,6 +538,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a node the domain holds, powered down over the suspend (repeatable)",
     )
     suspend.add_argument(
+        "--wake",
+        metavar="NODE",
+        type=node_number,
+        action="append",
+        default=[],
+        help="a node the domain holds that stays a wake source: it keeps only WAKEUP over "
+        "the suspend, so its interrupt can resume the domain (repeatable)",
+    )
+    suspend.add_argument(
         "--timeout",
         metavar="S",
         type=seconds,
@@ -514,6 +562,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the stream over.",
     )
     watch.add_argument("--count", metavar="N", type=count, help="stop after N events")
+    watch.add_argument(
+        "--after",
+        metavar="SEQ",
+        type=count,
+        default=0,
+        help="skip events up to seq SEQ (Attach delivers at least once: an event the "
+        "previous agent received as it exited may come again)",
+    )
     watch.add_argument(
         "--timeout",
         metavar="S",
@@ -537,7 +593,12 @@ def _psci_commands(
     features = calls.add_parser("features", parents=[vcpu], help="PSCI_FEATURES of a function ID")
     features.add_argument("fid", metavar="FID", type=function_id, help="number or PSCI name")
     cpu_on = calls.add_parser("cpu-on", parents=[vcpu], help="CPU_ON: start another vCPU")
-    cpu_on.add_argument("mpidr", metavar="MPIDR", type=number, help="target (vCPU n: n%%16)")
+    cpu_on.add_argument(
+        "mpidr",
+        metavar="MPIDR",
+        type=number,
+        help="the target vCPU's MPIDR: (n // 16) << 8 | n %% 16 for vCPU n",
+    )
     cpu_on.add_argument("entry", metavar="ENTRY", type=number, help="entry point")
     cpu_on.add_argument(
         "context", metavar="CTX", type=number, nargs="?", default=0, help="context ID (x0)"
@@ -651,7 +712,11 @@ class Command:
 
     async def run(self) -> int:
         args = self.args
-        agent = Agent(args.target, args.domain, principal=args.principal, say=self.result_line)
+        # On TLS the certificate says who calls: the --principal's, else the domain's own.
+        tls = client_tls(args.certs, args.principal or f"domain/{args.domain}")
+        agent = Agent(
+            args.target, args.domain, principal=args.principal, say=self.result_line, tls=tls
+        )
         async with agent:
             if args.command == "call":
                 return await self.raw(agent)
@@ -834,11 +899,12 @@ class Command:
 
     async def suspend(self, agent: Agent) -> int:
         args = self.args
-        for node in args.device:
+        for node in (*args.device, *args.wake):
             self.where.node = node
             held = await agent.call(eemi.get_node_status(node))
             if held.requirements:
                 agent.held[node] = held.requirements
+        agent.wake_nodes.update(args.wake)
         self.where.node = None
         agent.narrate = True
         began = time.monotonic()
@@ -877,7 +943,7 @@ class Command:
         # (Attach itself would retry an unreachable daemon for a while).
         await agent.call(psci.psci_version())
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
-        seen, last = 0, 0
+        seen, last = 0, args.after
         while args.count is None or seen < args.count:
             within = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
@@ -906,6 +972,15 @@ def main(argv: list[str] | None = None) -> int:
         return refusal(out, error, where)
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        return quiet_exit()
+
+
+def quiet_exit() -> int:
+    """stdout went away (``| head``): no traceback, and no second error at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_REFUSED
 
 
 if __name__ == "__main__":

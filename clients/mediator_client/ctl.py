@@ -26,12 +26,14 @@ from mediator_client.agent_cli import (
     Output,
     Situation,
     caps_text,
+    client_tls,
+    common_args,
     count,
     explain,
     number,
+    quiet_exit,
     refusal,
     seconds,
-    target_arg,
 )
 from mediator_client.calls import Event
 from mediator_client.errors import MediatorError, NotPermittedError, RpcError, UnavailableError
@@ -46,8 +48,8 @@ OUTCOME_TEXT: Final = {
     pb.RaiseInterruptResponse.OUTCOME_DELIVERED: "delivered to {domain} vCPU {vcpu}",
     pb.RaiseInterruptResponse.OUTCOME_WOKE_VCPU: "woke {domain} vCPU {vcpu} from CPU_SUSPEND",
     pb.RaiseInterruptResponse.OUTCOME_WOKE_DOMAIN: "resumed {domain} (vCPU {vcpu})",
-    pb.RaiseInterruptResponse.OUTCOME_PENDING: "pending for {domain}: {reason}",
-    pb.RaiseInterruptResponse.OUTCOME_DROPPED: "dropped: {reason}",
+    pb.RaiseInterruptResponse.OUTCOME_PENDING: "kept for {domain}: {reason}",
+    pb.RaiseInterruptResponse.OUTCOME_DROPPED: "{reason}",
     pb.RaiseInterruptResponse.OUTCOME_HOST_RESET: "the SoC had been reset (the watchdog fired "
     "in suspend): every domain rebooted",
 }
@@ -74,11 +76,14 @@ def message_dict(message: Message) -> dict[str, Any]:
     return out
 
 
-def _is_map(field: FieldDescriptor) -> bool:
-    return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+def _is_map(field: Any) -> bool:
+    """(Descriptors are Any here: the stubs type them as Optional everywhere.)"""
+    return bool(
+        field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+    )
 
 
-def _scalar(field: FieldDescriptor, value: Any) -> Any:
+def _scalar(field: Any, value: Any) -> Any:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         return message_dict(value)
     if field.type == FieldDescriptor.TYPE_ENUM:
@@ -149,7 +154,7 @@ def timing_us(timing: pb.Timing) -> str:
     return f"{(timing.end_ns - timing.start_ns) / 1e3:.1f} us"
 
 
-def ms(ns: int) -> str:
+def secs(ns: int) -> str:
     return f"{ns / 1e9:.6f}"
 
 
@@ -229,13 +234,44 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    target_arg(parser)
+    common_args(parser)
     parser.add_argument(
         "--principal",
         metavar="NAME",
-        help="call as operator/NAME (default: an anonymous local caller)",
+        help="call as operator/NAME: metadata on a development listener, the "
+        "operator-NAME certificate with --certs (default: anonymous; with --certs, admin)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    certs = commands.add_parser(
+        "certs",
+        help="make the certificates of a TLS listener",
+        description="certs init DIR: write a CA (ca.pem/.key), the server's certificate "
+        "(server.pem/.key, for the --host names), one client certificate per "
+        "domain of the board (domain-<name>.pem/.key) and per operator "
+        "(operator-<name>.pem/.key). Keys are mode 0600. Needs no daemon.",
+    )
+    certs_commands = certs.add_subparsers(dest="certs", required=True, metavar="ACTION")
+    init = certs_commands.add_parser("init", help="write a CA and every certificate into DIR")
+    init.add_argument("directory", metavar="DIR", type=Path)
+    init.add_argument(
+        "--board",
+        metavar="FILE",
+        type=Path,
+        help="the board whose domains get certificates (default: the embedded default board)",
+    )
+    init.add_argument(
+        "--host",
+        metavar="NAME",
+        action="append",
+        help="a DNS name or IP address the server certificate names, i.e. the address "
+        "clients dial (repeatable; default: localhost, 127.0.0.1 and ::1)",
+    )
+    init.add_argument(
+        "--operator",
+        metavar="NAME",
+        action="append",
+        help="an operator to certify (repeatable; default: admin)",
+    )
     commands.add_parser("list", help="the domains: state, vCPUs on/total, devices")
     show = commands.add_parser("show", help="one domain: its vCPUs and devices")
     show.add_argument("domain", metavar="DOMAIN")
@@ -316,10 +352,45 @@ class Ctl:
         return EXIT_OK
 
     async def run(self) -> int:
-        async with Operator(self.args.target, principal=self.args.principal) as op:
+        args = self.args
+        if args.command == "certs":
+            return await asyncio.to_thread(self.certs_init)
+        name = args.principal.removeprefix("operator/") if args.principal else None
+        tls = client_tls(args.certs, f"operator/{name or 'admin'}")
+        principal = f"operator/{name}" if name else None
+        async with Operator(args.target, principal=principal, tls=tls) as op:
             handler = getattr(self, "do_" + self.args.command.replace("-", "_"))
             code: int = await handler(op)
             return code
+
+    def certs_init(self) -> int:
+        # Imported here: only this command needs the cryptography package.
+        from mediatord import certs
+        from mediatord.board import BoardError, load_board
+
+        args = self.args
+        try:
+            board = load_board(args.board)
+        except BoardError as error:
+            return self.out.refused(f"invalid board file: {error}", {"error": "BoardError"})
+        try:
+            operators = tuple(args.operator or ("admin",))
+            if args.host:
+                written = certs.init(args.directory, board, operators, tuple(args.host))
+            else:
+                written = certs.init(args.directory, board, operators)
+        except OSError as error:
+            return self.out.refused(
+                f"cannot write {error.filename}: {error.strerror}", {"error": "OSError"}
+            )
+        names = ", ".join(p.name for p in written)
+        return self.result(
+            f"wrote {len(written)} files to {args.directory}: {names}\n"
+            f"serve with: mediatord serve --listen 127.0.0.1:50443 "
+            f"--tls-cert {args.directory / 'server.pem'} --tls-key "
+            f"{args.directory / 'server.key'} --client-ca {args.directory / 'ca.pem'}",
+            {"written": [str(p) for p in written]},
+        )
 
     async def do_list(self, op: Operator) -> int:
         domains = await op.domains()
@@ -388,7 +459,7 @@ class Ctl:
         ]
         lines = [
             f"board {s.board} ({s.backend}): host {host_name(s.host_state)}, {s.domains} domains",
-            f"  clock {ms(s.now_ns)} s, counter {s.counter:#x}",
+            f"  clock {secs(s.now_ns)} s, counter {s.counter:#x}",
             f"  watchdog: {'enabled' if s.watchdog_enabled else 'disabled'}",
             f"  last suspend: {suspend}; last resume: {resume}",
             f"  pCPUs ({s.pcpus}, boot pCPU {s.boot_pcpu}):",
@@ -469,7 +540,7 @@ class Ctl:
                     seen += 1
                     kind = event.WhichOneof("kind") or "?"
                     self.result(
-                        f"{event.seq:>6}  {ms(event.time_ns)}  {kind:<14} {event_text(event)}",
+                        f"{event.seq:>6}  {secs(event.time_ns)}  {kind:<14} {event_text(event)}",
                         {"kind": kind, **message_dict(event)},
                     )
                     if a.count is not None and seen >= a.count:
@@ -497,7 +568,12 @@ class Ctl:
         }
         svg_path: Path | None = self.args.svg
         if svg_path is not None:
-            await asyncio.to_thread(svg_path.write_text, timeline.svg(rows) + "\n")
+            try:
+                await asyncio.to_thread(svg_path.write_text, timeline.svg(rows) + "\n")
+            except OSError as error:
+                return self.out.refused(
+                    f"cannot write {svg_path}: {error.strerror}", {"error": "OSError"}
+                )
             data["svg"] = str(svg_path)
             human = (
                 f"wrote {svg_path}: {len(rows)} steps of the last host suspend and resume"
@@ -524,10 +600,10 @@ def main(argv: list[str] | None = None) -> int:
         return out.refused(_control_refusal(error, args, where), _fields(error))
     except MediatorError as error:
         return refusal(out, error, where)
-    except OSError as error:  # --svg FILE could not be written
-        return out.refused(f"{error.strerror}: {error.filename}", {"error": "OSError"})
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        return quiet_exit()
 
 
 def _fields(error: RpcError) -> dict[str, Any]:

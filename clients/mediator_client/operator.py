@@ -30,6 +30,8 @@ class Operator:
     ):
         self.target = target
         self.timeout = timeout
+        if principal is not None and "/" not in principal:
+            principal = f"operator/{principal}"
         self.metadata: tuple[tuple[str, str], ...] = (
             () if principal is None else ((PRINCIPAL_KEY, principal),)
         )

@@ -51,6 +51,14 @@ def of_system(system: pb.SystemInfo) -> list[Step]:
     return steps(list(system.last_suspend_steps)) + steps(list(system.last_resume_steps))
 
 
+def _scale(group: list[Step]) -> tuple[int, int]:
+    """Where a group of steps starts and how long it lasts (at least 1 ns)."""
+    if not group:
+        return 0, 1
+    origin = min(r.start_ns for r in group)
+    return origin, max(max(r.end_ns for r in group) - origin, 1)
+
+
 def text(rows: list[Step]) -> str:
     if not rows:
         return "no host suspend yet"
@@ -65,8 +73,15 @@ def text(rows: list[Step]) -> str:
     return "\n".join(lines)
 
 
+def _attr(value: str) -> str:
+    """Text for a double-quoted XML attribute (``escape`` alone leaves the quote)."""
+    return escape(value, {'"': "&quot;"})
+
+
 def svg(rows: list[Step], title: str = "mediatord: last host suspend and resume") -> str:
-    """A Gantt chart: one bar per step on a shared time axis."""
+    """A Gantt chart, one bar per step. Suspend (with any rollback) and resume each
+    get their own time scale: the seconds spent asleep between them would
+    otherwise squash every step to a sliver."""
     height = (len(rows) + 2) * ROW_HEIGHT
     width = LABEL_WIDTH + BAR_WIDTH + 120
     parts = [
@@ -75,23 +90,28 @@ def svg(rows: list[Step], title: str = "mediatord: last host suspend and resume"
         f"<title>{escape(title)}</title>",
         f'<text x="4" y="{ROW_HEIGHT - 6}" font-weight="bold">{escape(title)}</text>',
     ]
-    if rows:
-        origin = min(r.start_ns for r in rows)
-        span = max(max(r.end_ns for r in rows) - origin, 1)
-        colours = {"suspend": "#4a78b5", "rollback": "#c0392b", "resume": "#2e8b57",
-                   "hardware": "#8e8e8e"}  # fmt: skip
-        for index, row in enumerate(rows, start=1):
-            y = index * ROW_HEIGHT + 4
-            x = LABEL_WIDTH + (row.start_ns - origin) * BAR_WIDTH // span
-            w = max(row.duration_ns * BAR_WIDTH // span, MIN_BAR)
-            colour = "#c0392b" if row.result else colours.get(row.phase, "#4a78b5")
-            label = f"{row.phase}: {row.name}"
-            parts.append(
-                f'<g class="step" data-phase="{escape(row.phase)}" data-name="{escape(row.name)}" '
-                f'data-start-ns="{row.start_ns}" data-duration-ns="{row.duration_ns}">'
-                f'<text x="4" y="{y + 12}">{escape(label)}</text>'
-                f'<rect x="{x}" y="{y}" width="{w}" height="{ROW_HEIGHT - 8}" fill="{colour}"/>'
-                f'<text x="{x + w + 4}" y="{y + 12}">{row.duration_ns / 1e3:.1f} us</text></g>'
-            )
+    colours = {
+        "suspend": "#4a78b5",
+        "rollback": "#c0392b",
+        "resume": "#2e8b57",
+        "hardware": "#8e8e8e",
+    }
+    going = [r for r in rows if r.phase in ("suspend", "rollback")]
+    coming = [r for r in rows if r.phase not in ("suspend", "rollback")]
+    scale = {id(r): _scale(group) for group in (going, coming) for r in group}
+    for index, row in enumerate(rows, start=1):
+        origin, span = scale[id(row)]
+        y = index * ROW_HEIGHT + 4
+        x = LABEL_WIDTH + (row.start_ns - origin) * BAR_WIDTH // span
+        w = max(row.duration_ns * BAR_WIDTH // span, MIN_BAR)
+        colour = "#c0392b" if row.result else colours.get(row.phase, "#4a78b5")
+        label = f"{row.phase}: {row.name}"
+        parts.append(
+            f'<g class="step" data-phase="{_attr(row.phase)}" data-name="{_attr(row.name)}" '
+            f'data-start-ns="{row.start_ns}" data-duration-ns="{row.duration_ns}">'
+            f'<text x="4" y="{y + 12}">{escape(label)}</text>'
+            f'<rect x="{x}" y="{y}" width="{w}" height="{ROW_HEIGHT - 8}" fill="{colour}"/>'
+            f'<text x="{x + w + 4}" y="{y + 12}">{row.duration_ns / 1e3:.1f} us</text></g>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)

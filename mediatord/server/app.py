@@ -194,7 +194,10 @@ async def start(
         try:
             http, _ = start_http_server(port, host, registry=metrics.registry)
         except OSError as exc:
-            raise ListenError(f"cannot serve metrics on {metrics_listen}: {exc}") from None
+            raise ListenError(
+                f"cannot serve metrics on {metrics_listen}: {exc.strerror}; "
+                "use --metrics-listen HOST:PORT elsewhere, or --metrics-listen off"
+            ) from None
         server.metrics_http = http
         bound = http.server_address[1]
         server.metrics_address = f"{host}:{bound}" if ":" not in host else f"[{host}]:{bound}"
