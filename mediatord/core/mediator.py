@@ -156,6 +156,12 @@ def _smccc_arch_features(m: Mediator, d: Domain, v: Vcpu, x: Args, fx: list[Effe
     return smccc.SmcccRet.NOT_SUPPORTED
 
 
+def _granted_nodes(device: Device) -> list[int]:
+    """The device's own node and every node an owner of it may use through it."""
+    granted = [n for n, grant in eemi.NODE_GRANT.items() if grant == device.name]
+    return [device.node_id, *(n for n in granted if n != device.node_id)]
+
+
 def _steps(effects: list[Effect]) -> tuple[HostStep | HardwareStep, ...]:
     return tuple(e for e in effects if isinstance(e, HostStep | HardwareStep))
 
@@ -368,11 +374,14 @@ class Mediator:
             owner = self.system.domains[device.owner].name
             return Refused(Refusal.FAILED_PRECONDITION, f"{device_name} is owned by {owner}")
         firmware = self.platform.firmware
-        users = {} if firmware is None else firmware.node_usage(device.node_id)
+        users = set()
+        for node in _granted_nodes(device):
+            users |= set({} if firmware is None else firmware.node_usage(node))
         if users:
             return Refused(
                 Refusal.FAILED_PRECONDITION,
-                f"{device_name} is not idle: {len(users)} master(s) still require it",
+                f"{device_name} is not idle: {len(users)} master(s) still require it "
+                "or a node that comes with it",
             )
         fx: list[Effect] = []
         device.owner = domain.id
@@ -423,7 +432,9 @@ class Mediator:
     def _unassign(self, domain: Domain, device: Device, fx: list[Effect]) -> None:
         firmware = self.platform.firmware
         if firmware is not None:
-            firmware.release_all(domain.id, device.node_id)
+            # Every node the device grants (GPU_PP_0 comes with GPU, VPLL with DP…).
+            for node in _granted_nodes(device):
+                firmware.release_all(domain.id, node)
         self._set_wake_source(device, device.wake_capable)
         device.owner = None
         domain.devices.remove(device.name)
