@@ -38,7 +38,6 @@ SERVICES: Final = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.valu
 # An SmcCall is at most ~200 bytes; nothing legitimate comes near this.
 MAX_MESSAGE_BYTES: Final = 1 << 20
 SHUTDOWN_GRACE_SECONDS: Final = 2.0
-MAX_CONCURRENT_STREAMS: Final = 64
 
 log = logs.get("mediatord.server")
 
@@ -174,8 +173,6 @@ async def start(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
-            # HTTP/2 streams one connection may hold open at once.
-            ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
         ],
     )
     pb_grpc.add_GuestServicer_to_server(GuestService(engine), grpc_server)

@@ -32,6 +32,7 @@ import grpc
 import structlog
 
 from mediatord import logs
+from mediatord.server.wrapping import wrap
 
 DOMAIN_KEY: Final = "x-mediator-domain"
 PRINCIPAL_KEY: Final = "x-mediator-principal"
@@ -258,21 +259,12 @@ def _wrap(
             TARGET_DOMAIN.set(decision.target)
         return principal
 
-    # The aio handlers are coroutines / async generators; the stubs type them sync.
-    behaviour: Any = (
-        handler.stream_stream
-        if handler.request_streaming
-        else handler.unary_stream
-        if handler.response_streaming
-        else handler.unary_unary
-    )
-
-    async def unary_unary(request: Any, context: Context) -> Any:
+    async def around_unary(context: Context, call: Callable[[], Awaitable[Any]]) -> Any:
         await admit(context)
-        return await behaviour(request, context)
+        return await call()
 
-    async def streaming(
-        responses: Callable[[], AsyncIterator[Any]], context: Context
+    async def around_stream(
+        context: Context, responses: Callable[[], AsyncIterator[Any]]
     ) -> AsyncIterator[Any]:
         principal = await admit(context) or ANONYMOUS
         if not interceptor.stream_opened(principal):
@@ -286,20 +278,4 @@ def _wrap(
         finally:
             interceptor.stream_closed(principal)
 
-    # grpc.aio tells streaming handlers by inspect.isasyncgenfunction: these must
-    # be async generator functions themselves.
-    async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-        async for response in streaming(lambda: behaviour(request, context), context):
-            yield response
-
-    async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
-        async for response in streaming(lambda: behaviour(requests, context), context):
-            yield response
-
-    deserializer = handler.request_deserializer
-    serializer = handler.response_serializer
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(stream_stream, deserializer, serializer)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(unary_stream, deserializer, serializer)
-    return grpc.unary_unary_rpc_method_handler(unary_unary, deserializer, serializer)
+    return wrap(handler, around_unary, around_stream)

@@ -24,6 +24,7 @@ from mediatord.core.mediator import Refused
 from mediatord.core.model import DomainState, HostState, VcpuPower
 from mediatord.core.psci import PsciFn, PsciRet
 from mediatord.core.smccc import SMCCC_ARCH_FEATURES, SMCCC_VERSION, to_signed
+from mediatord.server.wrapping import wrap
 
 if TYPE_CHECKING:
     from mediatord.server.engine import Engine
@@ -273,13 +274,6 @@ def _measured(handler: Handler, metrics: Metrics, service: str, method: str) -> 
     kind = _grpc_type(handler)
     started = metrics.started.labels(kind, service, method)
     timing = metrics.handling.labels(kind, service, method)
-    behaviour: Any = (
-        handler.stream_stream
-        if handler.request_streaming
-        else handler.unary_stream
-        if handler.response_streaming
-        else handler.unary_unary
-    )
 
     def done(context: Context, began: float, error: BaseException | None) -> None:
         code = _code(context, error)
@@ -288,24 +282,26 @@ def _measured(handler: Handler, metrics: Metrics, service: str, method: str) -> 
         if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
             metrics.denials.labels(method, code).inc()
 
-    async def unary_unary(request: Any, context: Context) -> Any:
+    async def around_unary(context: Context, call: Callable[[], Awaitable[Any]]) -> Any:
         started.inc()
         began = time.perf_counter()
         error: BaseException | None = None
         try:
-            return await behaviour(request, context)
+            return await call()
         except BaseException as exc:
             error = exc
             raise
         finally:
             done(context, began, error)
 
-    async def streaming(responses: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+    async def around_stream(
+        context: Context, responses: Callable[[], AsyncIterator[Any]]
+    ) -> AsyncIterator[Any]:
         started.inc()
         began = time.perf_counter()
         error: BaseException | None = None
         try:
-            async for response in responses:
+            async for response in responses():
                 yield response
         except BaseException as exc:
             error = exc
@@ -313,18 +309,4 @@ def _measured(handler: Handler, metrics: Metrics, service: str, method: str) -> 
         finally:
             done(context, began, error)
 
-    async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-        async for response in streaming(behaviour(request, context), context):
-            yield response
-
-    async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
-        async for response in streaming(behaviour(requests, context), context):
-            yield response
-
-    deserializer = handler.request_deserializer
-    serializer = handler.response_serializer
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(stream_stream, deserializer, serializer)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(unary_stream, deserializer, serializer)
-    return grpc.unary_unary_rpc_method_handler(unary_unary, deserializer, serializer)
+    return wrap(handler, around_unary, around_stream)
