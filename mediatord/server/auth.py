@@ -32,7 +32,7 @@ import grpc
 import structlog
 
 from mediatord import logs
-from mediatord.server.wrapping import wrap
+from mediatord.server.wrapping import WrapperCache, wrap
 
 DOMAIN_KEY: Final = "x-mediator-domain"
 PRINCIPAL_KEY: Final = "x-mediator-principal"
@@ -191,6 +191,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.streams: Counter[Principal] = Counter()
         self.denied = 0
         self.requests = 0
+        self._wrapped = WrapperCache()
 
     async def intercept_service(
         self,
@@ -202,7 +203,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         service, _, method = full.lstrip("/").partition("/")
         if handler is None or service not in (GUEST_SERVICE, CONTROL_SERVICE):
             return handler
-        return _wrap(handler, self, full, service, method)
+        return self._wrapped.get(full, handler, lambda: _wrap(handler, self, full, service, method))
 
     def authorize(
         self, full: str, service: str, method: str, context: Context

@@ -24,7 +24,7 @@ from mediatord.core.mediator import Refused
 from mediatord.core.model import DomainState, HostState, VcpuPower
 from mediatord.core.psci import PsciFn, PsciRet
 from mediatord.core.smccc import SMCCC_ARCH_FEATURES, SMCCC_VERSION, to_signed
-from mediatord.server.wrapping import wrap
+from mediatord.server.wrapping import WrapperCache, wrap
 
 if TYPE_CHECKING:
     from mediatord.server.engine import Engine
@@ -240,6 +240,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._wrapped = WrapperCache()
 
     async def intercept_service(
         self,
@@ -249,8 +250,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        service, _, method = handler_call_details.method.lstrip("/").partition("/")
-        return _measured(handler, self.metrics, service, method)
+        full = handler_call_details.method
+        service, _, method = full.lstrip("/").partition("/")
+        return self._wrapped.get(
+            full, handler, lambda: _measured(handler, self.metrics, service, method)
+        )
 
 
 def _grpc_type(handler: Handler) -> str:
@@ -275,9 +279,14 @@ def _measured(handler: Handler, metrics: Metrics, service: str, method: str) -> 
     started = metrics.started.labels(kind, service, method)
     timing = metrics.handling.labels(kind, service, method)
 
+    handled: dict[str, Any] = {}  # grpc_code -> counter child, looked up once
+
     def done(context: Context, began: float, error: BaseException | None) -> None:
         code = _code(context, error)
-        metrics.handled.labels(kind, service, method, code).inc()
+        child = handled.get(code)
+        if child is None:
+            child = handled[code] = metrics.handled.labels(kind, service, method, code)
+        child.inc()
         timing.observe(time.perf_counter() - began)
         if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
             metrics.denials.labels(method, code).inc()

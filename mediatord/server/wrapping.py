@@ -52,3 +52,19 @@ def wrap(handler: Handler, around_unary: AroundUnary, around_stream: AroundStrea
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(streaming, deserializer, serializer)
     return grpc.unary_unary_rpc_method_handler(unary, deserializer, serializer)
+
+
+class WrapperCache:
+    """Wrapped handlers by method: built once, not on every call (a handler and its
+    closures per RPC cost as much as the mediator's own work on the call)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[Handler, Handler]] = {}
+
+    def get(self, method: str, inner: Handler, build: Callable[[], Handler]) -> Handler:
+        cached = self._cache.get(method)
+        if cached is not None and cached[0] is inner:
+            return cached[1]
+        wrapped = build()
+        self._cache[method] = (inner, wrapped)
+        return wrapped
