@@ -7,20 +7,26 @@ Target (issue 10): at least 200,000 PSCI calls/s on one core.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import platform
 import statistics
 import time
 
+from mediatord.backends import create_platform
 from mediatord.board import default_board
+from mediatord.core.clock import ManualClock
 from mediatord.core.mediator import Mediator
 from mediatord.core.psci import PsciFn
+from mediatord.server.engine import Engine
+from mediatord.server.metrics import Metrics
 
 TARGET_CALLS_PER_SECOND = 200_000
 
 
 def one_run(calls: int) -> float:
-    mediator, _ = Mediator.boot(default_board())
+    board = default_board()
+    mediator, _ = Mediator.boot(board, create_platform(board, ManualClock()))
     call = mediator.call
     # A realistic mix: discovery, affinity queries, CPU_ON/CPU_OFF round trips, junk.
     mix = [
@@ -37,6 +43,46 @@ def one_run(calls: int) -> float:
         for domain, vcpu, fid, args in mix:
             call(domain, vcpu, fid, args)
     return rounds * len(mix) / (time.perf_counter() - start)
+
+
+# The two calls of the gRPC benchmarks (bench/clients.py): the same work as one
+# Guest.Call of bench/run.py, without gRPC, for its cost breakdown.
+GUEST_PAIR = (
+    ("domu1", 0, PsciFn.PSCI_VERSION, ()),
+    ("domu1", 0, PsciFn.AFFINITY_INFO_64, (0, 0)),
+)
+
+
+def pair_run(calls: int) -> float:
+    """Mediator.call alone on bench/run.py's Guest.Call pair: calls per second."""
+    board = default_board()
+    mediator, _ = Mediator.boot(board, create_platform(board, ManualClock()))
+    call = mediator.call
+    rounds = calls // len(GUEST_PAIR)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for domain, vcpu, fid, args in GUEST_PAIR:
+            call(domain, vcpu, fid, args)
+    return rounds * len(GUEST_PAIR) / (time.perf_counter() - start)
+
+
+def engine_run(calls: int) -> float:
+    """The server's Engine.call (core, in-flight accounting, metrics) on the same
+    pair, awaited on an event loop as the Guest servicer does: calls per second."""
+
+    async def loop() -> float:
+        board = default_board()
+        mediator, boot_effects = Mediator.boot(board, create_platform(board, ManualClock()))
+        engine = Engine(mediator, boot_effects, Metrics())
+        call = engine.call
+        rounds = calls // len(GUEST_PAIR)
+        start = time.perf_counter()
+        for _ in range(rounds):
+            for domain, vcpu, fid, args in GUEST_PAIR:
+                await call(domain, vcpu, fid, args, None)
+        return rounds * len(GUEST_PAIR) / (time.perf_counter() - start)
+
+    return asyncio.run(loop())
 
 
 def main() -> None:
