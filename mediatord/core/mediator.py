@@ -447,12 +447,12 @@ class Mediator:
     def inject_fault(self, name: str, count: int, error: int) -> Refused | None:
         """Make the host step or hardware operation ``name`` fail its next ``count``
         times with PSCI ``error`` (0: the operation's usual failure)."""
-        if name in suspend.STEP_NAMES:
+        if name in suspend.FAULTABLE_STEPS:
             default = suspend.INTERNAL_FAILURE
         elif name in self.platform.FAULTS:
             default = self.platform.FAULTS[name]
         else:
-            known = ", ".join(sorted((*suspend.STEP_NAMES, *self.platform.FAULTS)))
+            known = ", ".join(sorted((*suspend.FAULTABLE_STEPS, *self.platform.FAULTS)))
             return Refused(Refusal.INVALID_ARGUMENT, f"no step named {name!r}; known: {known}")
         if error > 0 or error < psci.PsciRet.INVALID_ADDRESS:
             return Refused(

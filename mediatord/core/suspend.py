@@ -193,6 +193,11 @@ RESUME_STEPS: Final = (
 )
 
 STEP_NAMES: Final = frozenset(s.name for s in (*SUSPEND_STEPS, *RESUME_STEPS))
+# The steps InjectFault may fail: the suspend steps (each has a rollback path).
+# The resume steps' own bookkeeping (state changes, unpausing, resuming dom0)
+# cannot fail short of a hypervisor bug; the hardware operations a resume makes
+# (el3.cpu_on, timer.resume, ...) can, and are injected as such.
+FAULTABLE_STEPS: Final = frozenset(s.name for s in SUSPEND_STEPS)
 
 
 def _run_step(m: Mediator, phase: str, step: Step, h: HostSuspend, fx: list[Effect]) -> int:

@@ -1145,7 +1145,7 @@ class PsciMachine(RuleBasedStateMachine):
         if dom0.state != RUNNING or ON not in dom0.power:
             return
         v = data.draw(st.sampled_from(dom0.indices(ON)), label="vcpu")
-        names = sorted(suspend.STEP_NAMES | set(self.m.platform.FAULTS))
+        names = sorted(suspend.FAULTABLE_STEPS | set(self.m.platform.FAULTS))
         fault = data.draw(st.sampled_from(names), label="fault")
         error = data.draw(st.sampled_from([0, DENIED, INTERNAL_FAILURE, NOT_SUPPORTED]))
         assert self.m.inject_fault(fault, 1, error) is None

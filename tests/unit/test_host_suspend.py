@@ -460,8 +460,33 @@ def test_inject_fault_refuses_unknown_names_and_errors_outside_the_psci_range(
 @pytest.mark.parametrize("error", [0, -1, -9])
 def test_inject_fault_accepts_zero_and_every_psci_error(error: int) -> None:
     m, _ = boot()
-    assert m.inject_fault("restore_gic", 1, error) is None
+    assert m.inject_fault("save_gic", 1, error) is None
     assert m.inject_fault("el3.cpu_on", 1, error) is None
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        "restore_el2_context",
+        "system_state_resume",
+        "restore_gic",
+        "resume_timer",
+        "unmask_irqs",
+        "enable_nonboot_pcpus",
+        "unpause_domains",
+        "enable_watchdog",
+        "system_state_active",
+        "resume_hardware_domain",
+    ],
+)
+def test_the_resume_bookkeeping_cannot_be_made_to_fail(step: str) -> None:
+    # A resume cannot go back to sleep half-way; only its hardware operations
+    # (el3.cpu_on, gic.restore, ...) may fail, and those are reported.
+    m, _ = boot()
+    refused = m.inject_fault(step, 1, 0)
+    assert isinstance(refused, Refused)
+    assert refused.reason is Refusal.INVALID_ARGUMENT
+    assert m.platform.faults.armed == {}
 
 
 # ------------------------------------------------------------------- resume
