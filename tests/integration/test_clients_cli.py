@@ -25,6 +25,7 @@ import grpc
 import pytest
 from mediator_client import agent_cli
 from mediator_client import ctl as ctl_main
+from seed import RESUME_FLOW, SUSPEND_FLOW
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
@@ -35,31 +36,6 @@ MEDIATORD = [sys.executable, "-m", "mediatord"]
 SVG = "{http://www.w3.org/2000/svg}"
 PM_GET_API_VERSION = 0xC200_0001
 
-# Seed section 3, "Suspend Flow" and "Resume Flow", in order.
-SUSPEND_FLOW = [
-    "move_to_boot_pcpu",
-    "system_state_suspend",
-    "disable_watchdog",
-    "pause_domains",
-    "disable_nonboot_pcpus",
-    "mask_irqs",
-    "suspend_timer",
-    "save_gic",
-    "save_el2_context",
-    "el3_system_suspend",
-]
-RESUME_FLOW = [
-    "restore_el2_context",
-    "system_state_resume",
-    "restore_gic",
-    "resume_timer",
-    "unmask_irqs",
-    "enable_nonboot_pcpus",
-    "unpause_domains",
-    "enable_watchdog",
-    "system_state_active",
-    "resume_hardware_domain",
-]
 SEED_ORDER = [("suspend", n) for n in SUSPEND_FLOW] + [("resume", n) for n in RESUME_FLOW]
 
 

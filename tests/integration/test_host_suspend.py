@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from seed import RESUME_FLOW, SUSPEND_FLOW
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.backends.zynqmp.platform import LATENCY_NS
@@ -35,31 +36,6 @@ DOMU2_RESUME = (0x4020_0000, 0xD2)
 UART_0, UART_1, USB_0 = 53, 54, 97
 VTIMER = 27
 
-# Seed section 3, "Suspend Flow" and "Resume Flow", in order.
-SUSPEND_FLOW = [
-    "move_to_boot_pcpu",
-    "system_state_suspend",
-    "disable_watchdog",
-    "pause_domains",
-    "disable_nonboot_pcpus",
-    "mask_irqs",
-    "suspend_timer",
-    "save_gic",
-    "save_el2_context",
-    "el3_system_suspend",
-]
-RESUME_FLOW = [
-    "restore_el2_context",
-    "system_state_resume",
-    "restore_gic",
-    "resume_timer",
-    "unmask_irqs",
-    "enable_nonboot_pcpus",
-    "unpause_domains",
-    "enable_watchdog",
-    "system_state_active",
-    "resume_hardware_domain",
-]
 # What each step does to the hardware (and to the host state), in order: the events
 # WatchEvents shows between the previous host step and this one.
 HOST_STATE = "host_state"

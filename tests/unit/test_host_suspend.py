@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from seed import RESUME_FLOW, SUSPEND_FLOW
 
 from mediatord.backends import create_platform
 from mediatord.backends.base import PcpuState
@@ -80,30 +81,8 @@ ON = PcpuState.ON
 OFF = PcpuState.OFF
 
 # The seed's Suspend Flow and Resume Flow, in order.
-SUSPEND_ORDER = [
-    "move_to_boot_pcpu",
-    "system_state_suspend",
-    "disable_watchdog",
-    "pause_domains",
-    "disable_nonboot_pcpus",
-    "mask_irqs",
-    "suspend_timer",
-    "save_gic",
-    "save_el2_context",
-    "el3_system_suspend",
-]
-RESUME_ORDER = [
-    "restore_el2_context",
-    "system_state_resume",
-    "restore_gic",
-    "resume_timer",
-    "unmask_irqs",
-    "enable_nonboot_pcpus",
-    "unpause_domains",
-    "enable_watchdog",
-    "system_state_active",
-    "resume_hardware_domain",
-]
+SUSPEND_ORDER = SUSPEND_FLOW
+RESUME_ORDER = RESUME_FLOW
 # Saving a register file changes nothing, so these two have nothing to undo.
 NOTHING_TO_UNDO = {"save_gic", "save_el2_context"}
 
