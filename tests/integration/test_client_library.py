@@ -32,6 +32,7 @@ from mediator_client import (
 )
 from mediator_client.eemi import PmNode
 from mediator_client.psci import Version
+from seed import RESUME_FLOW, SUSPEND_FLOW
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.board import default_board
@@ -54,30 +55,12 @@ DOM0_RESUME = (0x4010_0000, 0x33)
 WOKE_DOMAIN = pb.RaiseInterruptResponse.OUTCOME_WOKE_DOMAIN
 DELIVERED = pb.RaiseInterruptResponse.OUTCOME_DELIVERED
 
-# Seed section 3, "Suspend Flow", the PMU's wake-up, then "Resume Flow" (names as in
-# mediatord/core/suspend.py), as timeline.of_system shows them.
+# Seed section 3, "Suspend Flow", the PMU's wake-up, then "Resume Flow", as
+# timeline.of_system shows them.
 SEED_TIMELINE = [
-    ("suspend", "move_to_boot_pcpu"),
-    ("suspend", "system_state_suspend"),
-    ("suspend", "disable_watchdog"),
-    ("suspend", "pause_domains"),
-    ("suspend", "disable_nonboot_pcpus"),
-    ("suspend", "mask_irqs"),
-    ("suspend", "suspend_timer"),
-    ("suspend", "save_gic"),
-    ("suspend", "save_el2_context"),
-    ("suspend", "el3_system_suspend"),
+    *(("suspend", name) for name in SUSPEND_FLOW),
     ("hardware", "soc.wake (PMU powers up)"),
-    ("resume", "restore_el2_context"),
-    ("resume", "system_state_resume"),
-    ("resume", "restore_gic"),
-    ("resume", "resume_timer"),
-    ("resume", "unmask_irqs"),
-    ("resume", "enable_nonboot_pcpus"),
-    ("resume", "unpause_domains"),
-    ("resume", "enable_watchdog"),
-    ("resume", "system_state_active"),
-    ("resume", "resume_hardware_domain"),
+    *(("resume", name) for name in RESUME_FLOW),
 ]
 
 

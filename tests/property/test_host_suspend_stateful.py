@@ -41,6 +41,7 @@ from typing import TypeVar
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from seed import RESUME_FLOW, SUSPEND_FLOW
 
 from mediatord.backends import create_platform
 from mediatord.backends.base import PcpuState, SocState
@@ -97,35 +98,12 @@ PM_SET_WAKEUP_SOURCE = 0xC200_000B
 NODE_APU = 1
 XST_PM_SUCCESS = 0
 
-# The seed's "Suspend Flow", in order (design section 6, docs/host-suspend.md).
-SUSPEND_ORDER = (
-    "move_to_boot_pcpu",
-    "system_state_suspend",
-    "disable_watchdog",
-    "pause_domains",  # "Freeze domains"
-    "disable_nonboot_pcpus",
-    "mask_irqs",  # "Disable interrupts"
-    "suspend_timer",
-    "save_gic",
-    "save_el2_context",  # "Save CPU context"
-    "el3_system_suspend",
-)
+# The seed's "Suspend Flow" and "Resume Flow", in order (design section 6).
+SUSPEND_ORDER = tuple(SUSPEND_FLOW)
 # The steps that change something and so have an undo (saving a context does not,
 # and nothing comes after the EL3 call).
 UNDOABLE = frozenset(SUSPEND_ORDER[:7])
-# The seed's "Resume Flow", in order.
-RESUME_ORDER = (
-    "restore_el2_context",  # "Restore CPU context"
-    "system_state_resume",
-    "restore_gic",
-    "resume_timer",
-    "unmask_irqs",  # "Enable interrupts"
-    "enable_nonboot_pcpus",
-    "unpause_domains",  # "Thaw domains"
-    "enable_watchdog",
-    "system_state_active",
-    "resume_hardware_domain",  # "Resume Dom0"
-)
+RESUME_ORDER = tuple(RESUME_FLOW)
 # The hardware operation each suspend step performs (docs/host-suspend.md), and so
 # which injected hardware fault makes which step fail.
 SUSPEND_OPS = {
