@@ -978,7 +978,7 @@ def run(mode: Mode, svg: Path | None, log: Callable[[str], None]) -> dict[str, A
     report["host"] = host(mode)
     report["journal"] = {
         "available": False,
-        "status": "not available: the journal does not exist yet (issue 9)",
+        "status": "not available: the daemon does not journal yet (issue 9)",
     }
     report["targets"] = targets(report)
     report["seconds"] = time.monotonic() - started
