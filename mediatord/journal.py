@@ -13,6 +13,9 @@ the daemon replays it are the engine's business. Its guarantees:
   the committed prefix of a torn WAL and drops the rest without a word; here
   the dropped bytes are reported as :class:`Damage`. A WAL cut exactly at a
   commit boundary cannot be told from one that was never longer.
+- ``load`` returns the valid prefix and reports what follows it; ``quarantine``
+  moves that rest into a table of its own (kept, never replayed), so the journal
+  continues from the prefix without losing the evidence.
 - A database written by a newer schema is refused with :class:`NewerSchemaError`.
 - ``snapshot`` stores a snapshot at a sequence number and deletes the records
   it covers (compaction), so a replay reads one snapshot and a bounded tail.
@@ -174,6 +177,9 @@ class Journal:
                 crc INTEGER NOT NULL);
             CREATE TABLE snapshots (
                 seq INTEGER PRIMARY KEY, body BLOB NOT NULL, crc INTEGER NOT NULL);
+            CREATE TABLE quarantine (
+                seq INTEGER NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL,
+                crc INTEGER NOT NULL, reason TEXT NOT NULL);
             PRAGMA user_version = 1;
             COMMIT;
             """
@@ -239,6 +245,22 @@ class Journal:
             records.append(Record(seq, kind, bytes(body)))
             expected += 1
         return Loaded(snapshot_seq, snapshot, records, damage)
+
+    def quarantine(self, loaded: Loaded) -> int:
+        """Move the records after ``loaded``'s valid prefix into the ``quarantine``
+        table (kept for inspection, never replayed) so that new records continue
+        the valid sequence; return how many were moved."""
+        end = loaded.records[-1].seq if loaded.records else loaded.snapshot_seq
+        reasons = [d.reason for d in loaded.damage if d.where == "records"]
+        reason = reasons[0] if reasons else "after the valid prefix"
+        with self._transaction():
+            moved = self._db.execute(
+                "INSERT INTO quarantine SELECT seq, kind, body, crc, ? FROM records WHERE seq > ?",
+                (reason, end),
+            ).rowcount
+            self._db.execute("DELETE FROM records WHERE seq > ?", (end,))
+        self.last_seq = end
+        return moved
 
     def close(self) -> None:
         self._db.close()

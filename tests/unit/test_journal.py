@@ -123,6 +123,33 @@ def test_record_failing_its_checksum_ends_the_valid_prefix(tmp_path: Path) -> No
     assert damage.reason == "record 3 fails its checksum"
 
 
+def test_quarantine_keeps_the_damaged_records_aside_and_continues_the_prefix(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.db"
+    j = Journal.open(path)
+    j.append([("vcpu", b"1"), ("vcpu", b"2"), ("vcpu", b"3"), ("vcpu", b"4")])
+    j.close()
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE records SET body = ? WHERE seq = 3", (b"X",))
+    j = Journal.open(path)
+    assert j.quarantine(j.load()) == 2
+    assert j.append([("vcpu", b"new")]) == 3
+    loaded = j.load()
+    assert loaded.records == [
+        Record(1, "vcpu", b"1"),
+        Record(2, "vcpu", b"2"),
+        Record(3, "vcpu", b"new"),
+    ]
+    assert loaded.damage == []
+    j.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT seq, body, reason FROM quarantine ORDER BY seq").fetchall() == [
+            (3, b"X", "record 3 fails its checksum"),
+            (4, b"4", "record 3 fails its checksum"),
+        ]
+
+
 def test_gap_in_sequence_is_damage(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     j = Journal.open(path)
