@@ -34,6 +34,7 @@ from mediatord.core.mediator import (
     Refused,
     Returned,
 )
+from mediatord.core.model import VTIMER_PPI
 from mediatord.server.metrics import Metrics
 
 # Events kept for a domain whose agent is not attached. Beyond this the oldest
@@ -291,7 +292,9 @@ class Engine:
     def raise_interrupt(self, irq: int, domain: str, vcpu: int) -> Raised | Refused:
         result = self.mediator.raise_interrupt(irq, domain, vcpu)
         if isinstance(result, Raised):
-            source = self.mediator.system.irq_devices.get(irq, "vtimer" if irq == 27 else "other")
+            source = self.mediator.system.irq_devices.get(
+                irq, "vtimer" if irq == VTIMER_PPI else "other"
+            )
             if result.woke_host:
                 self.metrics.wakeup(source, "host")
             if result.outcome in (IrqOutcome.WOKE_DOMAIN, IrqOutcome.WOKE_VCPU):
