@@ -20,9 +20,10 @@ from mediatord.backends import create_platform
 from mediatord.board import default_board
 from mediatord.core.clock import ManualClock
 from mediatord.core.mediator import Mediator
-from mediatord.core.model import VcpuPower
+from mediatord.core.model import VTIMER_PPI, VcpuPower
 
-DOMAINS = {"dom0": 4, "domu1": 2, "domu2": 2}
+BOARD = default_board()
+DOMAINS = {d.name: d.vcpus for d in BOARD.domains}
 PSCI = [
     0x8400_0000,  # PSCI_VERSION
     0x8400_0002,  # CPU_OFF
@@ -33,8 +34,8 @@ PSCI = [
     0xC400_000E,  # SYSTEM_SUSPEND_64
 ]
 EEMI = [0xC200_0001, 0xC200_000A, 0xC200_000D, 0xC200_000E, 0xC200_0021]
-IRQS = [27, 53, 54, 80, 81, 89, 95, 97, 164]
-DEVICES = ["UART_0", "UART_1", "SD_0", "SD_1", "ETH_0", "ETH_3", "USB_0", "GPU"]
+IRQS = [VTIMER_PPI, *(d.irq for d in BOARD.devices)]
+DEVICES = [d.name for d in BOARD.devices]
 ENTRY = [0x4000_1000, 0x4010_0000, 0x0, 0x3FFF_F000, 0x4000_1002]
 POWER_STATE = [0x0, 0x1_0000, 0x0100_0000, 0x2]
 
@@ -90,9 +91,8 @@ def _op(m: Mediator, clock: ManualClock, rng: random.Random) -> Any:
 
 
 def digests(seed: int, ops: int) -> list[str]:
-    board = default_board()
     clock = ManualClock()
-    m, fx = Mediator.boot(board, create_platform(board, clock))
+    m, fx = Mediator.boot(BOARD, create_platform(BOARD, clock))
     rng = random.Random(seed)
     out = [hashlib.sha256(repr(canonical((fx, m.snapshot()))).encode()).hexdigest()]
     for _ in range(ops):

@@ -21,7 +21,7 @@ TESTS = Path(__file__).resolve().parents[1]
 OPS = 400
 
 
-def _in_process_with_hash_seed(seed: int, hash_seed: int) -> list[str]:
+def _digests_under_hash_seed(seed: int, hash_seed: int) -> list[str]:
     env = {**os.environ, "PYTHONHASHSEED": str(hash_seed)}
     out = subprocess.run(
         [sys.executable, "-m", "replay_workload", str(seed), str(OPS)],
@@ -42,7 +42,7 @@ def test_workload_replays_identically_under_other_hash_seeds(seed: int) -> None:
     here = digests(seed, OPS)
     assert len(here) == OPS + 1
     for hash_seed in range(1, 7):
-        there = _in_process_with_hash_seed(seed, hash_seed)
+        there = _digests_under_hash_seed(seed, hash_seed)
         first = next((i for i, (a, b) in enumerate(zip(here, there, strict=True)) if a != b), None)
         assert first is None, f"seed {seed}, PYTHONHASHSEED={hash_seed}: diverges at op {first}"
 
