@@ -69,8 +69,7 @@ T = TypeVar("T")
 DEFAULT_TARGET: Final = "127.0.0.1:50051"
 TARGET_ENV: Final = "MEDIATOR_TARGET"
 EXIT_OK: Final = 0
-EXIT_REFUSED: Final = 1
-EXIT_USAGE: Final = 2
+EXIT_REFUSED: Final = 1  # 2, a usage error, is argparse's own exit
 PROG: Final = "mediator-agent"
 
 SMCCC_NAMES: Final = {

@@ -80,7 +80,12 @@ class Listener:
             return f"unix:{self.unix}"
         assert self.tcp is not None
         host, _ = split_host_port(self.tcp)
-        return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        return join_host_port(host, port)
+
+
+def join_host_port(host: str, port: int | None) -> str:
+    """The inverse of :func:`split_host_port`: brackets around an IPv6 host."""
+    return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -197,7 +202,7 @@ async def start(
             ) from None
         server.metrics_http = http
         bound = http.server_address[1]
-        server.metrics_address = f"{host}:{bound}" if ":" not in host else f"[{host}]:{bound}"
+        server.metrics_address = join_host_port(host, bound)
         log.info("metrics", address=f"http://{server.metrics_address}/metrics")
     await grpc_server.start()
     for name in ("", *SERVICES):

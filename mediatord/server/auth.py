@@ -100,10 +100,13 @@ def certificate_principal(auth: Mapping[str, Iterable[bytes]]) -> Principal | No
 
 
 def identify(
-    auth: Mapping[str, Iterable[bytes]], metadata: Iterable[tuple[str, str | bytes]] | None
+    auth: Mapping[str, Iterable[bytes]],
+    metadata: Iterable[tuple[str, str | bytes]] | None,
+    tls: bool,
 ) -> Principal | Decision:
-    """Who the caller is, or why it cannot be said."""
-    if list(auth.get("transport_security_type", ())) == [b"ssl"]:
+    """Who the caller is, or why it cannot be said. ``tls``: the call came over
+    the mTLS listener (``auth`` then holds the verified client certificate)."""
+    if tls:
         principal = certificate_principal(auth)
         if principal is None:
             return Decision(
@@ -189,7 +192,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, hardware_domain: Callable[[str], bool | None]) -> None:
         self._hardware_domain = hardware_domain
         self.streams: Counter[Principal] = Counter()
-        self.denied = 0
         self.requests = 0
         self._wrapped = WrapperCache()
 
@@ -210,17 +212,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     ) -> tuple[Decision, Principal | None]:
         metadata = context.invocation_metadata()
         auth = context.auth_context()
-        found = identify(auth, metadata)
+        tls = list(auth.get("transport_security_type", ())) == [b"ssl"]
+        found = identify(auth, metadata, tls)
         if isinstance(found, Decision):
             decision = found
             principal: Principal | None = None
         else:
             principal = found
             target = metadata_value(metadata, DOMAIN_KEY)
-            tls = list(auth.get("transport_security_type", ())) == [b"ssl"]
             decision = decide(service, method, principal, target, self._hardware_domain, tls=tls)
         if decision.code is not None:
-            self.denied += 1
             log.warning(
                 "refused",
                 rpc=full,

@@ -150,6 +150,8 @@ class Metrics:
     # ---- hot path: one dict lookup and an increment per call
 
     def psci_call(self, function_id: int, outcome: tuple[int, ...] | Refused | object) -> None:
+        if function_id & 0x3F00_0000 == 0x0200_0000:
+            return  # SiP: EEMI, counted per API in mediatord_eemi_calls_total
         if isinstance(outcome, tuple):
             result = RESULT_NAMES.get(to_signed(outcome[0]), "VALUE")
         elif isinstance(outcome, Refused):
@@ -159,8 +161,6 @@ class Metrics:
         key = (function_id, result)
         child = self._psci_children.get(key)
         if child is None:
-            if function_id & 0x3F00_0000 == 0x0200_0000:
-                return  # SiP: EEMI, counted per API in mediatord_eemi_calls_total
             name = FUNCTION_NAMES.get(function_id, "other")
             child = self._psci_children[key] = self.psci.labels(name, result)
         child.inc()

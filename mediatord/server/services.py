@@ -43,7 +43,7 @@ async def refuse(context: Context, refused: Refused, **fields: object) -> NoRetu
     await context.abort(STATUS[refused.reason], refused.message)
 
 
-def calling_domain(context: Context) -> str:
+def calling_domain() -> str:
     # The AuthInterceptor resolved and authorized it before the handler ran.
     return TARGET_DOMAIN.get()
 
@@ -81,19 +81,19 @@ class GuestService(pb_grpc.GuestServicer):
         return pb.SmcResult(regs=regs)
 
     async def Call(self, request: pb.SmcCall, context: Context) -> pb.SmcResult:
-        return await self._call(calling_domain(context), request, context)
+        return await self._call(calling_domain(), request, context)
 
     async def CallStream(
         self, request_iterator: AsyncIterator[pb.SmcCall], context: Context
     ) -> AsyncIterator[pb.SmcResult]:
-        domain = calling_domain(context)
+        domain = calling_domain()
         async for request in request_iterator:
             yield await self._call(domain, request, context)
 
     async def Attach(
         self, request: pb.AttachRequest, context: Context
     ) -> AsyncIterator[pb.VcpuEvent]:
-        domain = calling_domain(context)
+        domain = calling_domain()
         attached = self.engine.attach(domain)
         if isinstance(attached, Refused):
             await refuse(context, attached, domain=domain)
