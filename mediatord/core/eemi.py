@@ -21,6 +21,7 @@ from enum import Enum, IntEnum
 from typing import Final
 
 from mediatord.core import smccc
+from mediatord.core.config import NODE_MAX
 
 PM_SIP_SVC: Final = 0xC200_0000
 PM_SIP_SVC_32: Final = 0x8200_0000
@@ -195,7 +196,6 @@ class PmNode(IntEnum):
 # Node names as board files spell devices: the PmNode name without NODE_.
 NODES: Final = {n.name.removeprefix("NODE_"): n.value for n in PmNode}
 NODE_NAMES: Final = {v: k for k, v in NODES.items()}
-NODE_MAX: Final = 78
 NODE_APU: Final = 1
 NODE_APU_CORES: Final = (2, 3, 4, 5)
 

@@ -520,7 +520,7 @@ class Mediator:
         hardware = self.platform.raise_irq(irq, pcpu)
         self.collect(fx)
         if hardware.fate is IrqFate.SOC_RESET:
-            self._cold_boot(hardware.reason, fx)
+            self._cold_boot(fx)
             return Raised(IrqOutcome.HOST_RESET, domain.name, vcpu, hardware.reason, tuple(fx))
         if hardware.fate is IrqFate.PENDING:
             return Raised(IrqOutcome.PENDING, domain.name, vcpu, hardware.reason, tuple(fx))
@@ -734,10 +734,7 @@ class Mediator:
         """Domain 0 always resumes when the host resumes (seed: Resuming Xen)."""
         hardware = self.system.domains[0]
         if hardware.state is DomainState.SUSPENDED:
-            v = next(v for v in hardware.vcpus if v.power is VcpuPower.SUSPENDED)
-            self.set_power(hardware, v, VcpuPower.ON, fx)
-            self._set_state(hardware, DomainState.RUNNING, fx)
-            self._emit(hardware, v.index, Resume(v.entry_point, v.context_id), fx)
+            self._resume_suspended(hardware, fx)
 
     def collect(self, fx: list[Effect]) -> None:
         """Move what the hardware did into the effects, in order."""
@@ -892,7 +889,7 @@ class Mediator:
         self.system.host_suspend = None
         self.system.last_resume_ns = (woken_ns, self.clock.now_ns())
 
-    def _cold_boot(self, reason: str, fx: list[Effect]) -> None:
+    def _cold_boot(self, fx: list[Effect]) -> None:
         """The SoC was reset behind the hypervisor's back: boot everything again."""
         self.system.host_suspend = None
         self._reboot_all(0, fx)
@@ -946,13 +943,19 @@ class Mediator:
         if irq not in d.pending_irqs:
             d.pending_irqs.append(irq)
 
-    def _wake_domain(self, d: Domain, irq: int, fx: list[Effect]) -> Vcpu:
-        """Resume a suspended domain at its entry point, then hand it every
-        interrupt that waited, the waking one last."""
+    def _resume_suspended(self, d: Domain, fx: list[Effect]) -> Vcpu:
+        """A suspended domain runs again: its suspended vCPU resumes at the entry
+        point and context ID it gave SYSTEM_SUSPEND."""
         v = next(v for v in d.vcpus if v.power is VcpuPower.SUSPENDED)
         self.set_power(d, v, VcpuPower.ON, fx)
         self._set_state(d, DomainState.RUNNING, fx)
         self._emit(d, v.index, Resume(v.entry_point, v.context_id), fx)
+        return v
+
+    def _wake_domain(self, d: Domain, irq: int, fx: list[Effect]) -> Vcpu:
+        """Resume a suspended domain at its entry point, then hand it every
+        interrupt that waited, the waking one last."""
+        v = self._resume_suspended(d, fx)
         self._make_pending(d, irq)
         for pending in d.pending_irqs:
             self._emit(d, v.index, Wake(pending), fx)

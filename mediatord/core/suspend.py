@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Final
 
 from mediatord.core.effects import Effect, HostStep
 from mediatord.core.model import DomainState, HostState, HostSuspend
+from mediatord.core.psci import PsciRet
 
 if TYPE_CHECKING:
     from mediatord.core.mediator import Mediator
 
-SUCCESS: Final = 0
-INTERNAL_FAILURE: Final = -6
+# Plain ints, as the hardware operations return them.
+SUCCESS: Final = int(PsciRet.SUCCESS)
+INTERNAL_FAILURE: Final = int(PsciRet.INTERNAL_FAILURE)
 # Where EL3 resumes the hypervisor (Xen's hyp_resume) and starts secondary pCPUs.
 HYP_RESUME_ENTRY: Final = 0x0020_1000
 HYP_SECONDARY_ENTRY: Final = 0x0020_0000

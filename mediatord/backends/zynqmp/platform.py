@@ -30,11 +30,14 @@ from mediatord.backends.base import (
 from mediatord.backends.zynqmp.gic import SGI_PPI, GicContext, GicV2
 from mediatord.backends.zynqmp.pmu import Pmu
 from mediatord.core.clock import Clock
+from mediatord.core.psci import PsciRet
 
-SUCCESS: Final = 0
-DENIED: Final = -3
-INTERNAL_FAILURE: Final = -6
-INVALID_ADDRESS: Final = -9
+# EL3's PSCI return codes, as the plain ints the firmware returns.
+SUCCESS: Final = int(PsciRet.SUCCESS)
+DENIED: Final = int(PsciRet.DENIED)
+ALREADY_ON: Final = int(PsciRet.ALREADY_ON)
+INTERNAL_FAILURE: Final = int(PsciRet.INTERNAL_FAILURE)
+INVALID_ADDRESS: Final = int(PsciRet.INVALID_ADDRESS)
 
 # PPIs every pCPU enables at bring-up: maintenance (25), hypervisor timer (26),
 # virtual timer (27).
@@ -159,7 +162,7 @@ class ZynqMP:
     def cpu_on(self, pcpu: int, entry_point: int) -> int:
         def body() -> int:
             if self.pcpu[pcpu] is not PcpuState.OFF:
-                return -4  # ALREADY_ON
+                return ALREADY_ON
             if entry_point == 0 or entry_point & 0x3:
                 return INVALID_ADDRESS
             self.pcpu[pcpu] = PcpuState.ON

@@ -27,7 +27,12 @@ from mediatord.core.eemi import (
     ACKS,
     CAPS_VALID,
     CLOCK_END,
+    IOCTL_GET_PLL_FRAC_MODE,
+    IOCTL_SD_DLL_RESET,
+    IOCTL_SET_SD_TAPDELAY,
     MAX_QOS,
+    NODE_APU,
+    NODE_APU_CORES,
     NODE_NAMES,
     NODES,
     PLL_NODES,
@@ -39,6 +44,7 @@ from mediatord.core.eemi import (
     RESET_LAST,
     PmApi,
     PmCall,
+    PmNode,
     PmStatus,
     encode,
 )
@@ -59,11 +65,8 @@ PLL_PARAMS: Final = 9
 CLOCK_PARENTS: Final = 4
 GGS_REGISTERS: Final = 4
 FPGA_DONE: Final = 0x8  # PCAP_STATUS.PL_DONE
-# TF-A ioctl ids the emulated EL3 firmware implements.
-IOCTL_SD_DLL_RESET: Final = 6
-IOCTL_SET_SD_TAPDELAY: Final = 7
+# TF-A ioctl ids the emulated EL3 firmware implements (beside the ones eemi names).
 IOCTL_SET_PLL_FRAC_MODE: Final = 8
-IOCTL_GET_PLL_FRAC_MODE: Final = 9
 IOCTL_WRITE_GGS: Final = 12
 IOCTL_READ_GGS: Final = 13
 IOCTL_WRITE_PGGS: Final = 14
@@ -81,7 +84,9 @@ _PLD: Final = frozenset(NODES[n] for n in ("PL", "VCU", "IPI_PL_0", "IPI_PL_1", 
                                             "IPI_PL_3"))  # fmt: skip
 # Not slaves: the unknown node, the APU (virtualised by the mediator), the RPU
 # processors, the islands and the PLLs.
-_NOT_SLAVES: Final = frozenset({0, 1, 2, 3, 4, 5, *PROCESSORS, *ISLANDS.values(), *PLL_NODES})
+_NOT_SLAVES: Final = frozenset(
+    {PmNode.NODE_UNKNOWN, NODE_APU, *NODE_APU_CORES, *PROCESSORS, *ISLANDS.values(), *PLL_NODES}
+)
 SLAVE_NODES: Final = tuple(n for n in NODE_NAMES if n not in _NOT_SLAVES)
 # Memories and infrastructure the firmware itself keeps up (TF-A holds OCM, DDR
 # goes to self-refresh, the IPIs carry EEMI): never swept off at INIT_FINALIZE or
@@ -296,7 +301,7 @@ class Pmu:
             slave.wake = enabled
 
     def clock_enabled(self, clock: int) -> bool:
-        return 0 <= clock < CLOCK_END and self.state.clocks_on[clock]
+        return self._clock(clock) and self.state.clocks_on[clock]
 
     def release_all(self, master: int, node: int) -> None:
         """Drop ``master``'s requirement on ``node`` (its domain lost the device)."""
