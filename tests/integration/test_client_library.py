@@ -9,7 +9,7 @@ Control RPCs (each one a real round trip).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from mediator_client import (
 )
 from mediator_client.eemi import PmNode
 from mediator_client.psci import Version
+from polling import in_state, until
 from seed import RESUME_FLOW, SUSPEND_FLOW
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
@@ -42,7 +43,6 @@ from mediatord.core.psci import AffinityInfo, PsciRet
 from mediatord.server import app
 
 WITHIN = 5.0  # seconds an event may take to reach an agent
-POLLS = 500  # Control round trips a state change may take
 SECOND = 1_000_000_000
 UART_1_IRQ = 54
 UART_1_NODE = 34
@@ -62,19 +62,6 @@ SEED_TIMELINE = [
     ("hardware", "soc.wake (PMU powers up)"),
     *(("resume", name) for name in RESUME_FLOW),
 ]
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Repeat ``check`` (which makes at least one RPC) until it holds, a bounded number of times."""
-    for _ in range(POLLS):
-        if await check():
-            return
-    raise AssertionError(f"never saw {what} in {POLLS} round trips")
-
-
-async def in_state(op: Operator, name: str, state: pb.DomainState.ValueType) -> bool:
-    info = await op.domain(name)
-    return info is not None and info.state == state
 
 
 def is_start(vcpu: int) -> Callable[[Event], bool]:

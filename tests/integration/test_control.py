@@ -8,6 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from vcpu_events import start, wake
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 
@@ -30,14 +31,6 @@ DEFAULT_DEVICES = {
     "USB_0": (22, 97, "domu2"),
     "SD_1": (40, 81, "domu2"),
 }
-
-
-def start(seq: int, vcpu: int, entry: int, context: int = 0) -> pb.VcpuEvent:
-    return pb.VcpuEvent(seq=seq, vcpu=vcpu, start=pb.Start(entry_point=entry, context_id=context))
-
-
-def wake(seq: int, vcpu: int, irq: int) -> pb.VcpuEvent:
-    return pb.VcpuEvent(seq=seq, vcpu=vcpu, wake=pb.Wake(irq=irq))
 
 
 def domu3(**changes: object) -> pb.CreateDomainRequest:

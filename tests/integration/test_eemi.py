@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from vcpu_events import kind, pause, resume, start, unpause, wake
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 
@@ -66,30 +67,6 @@ async def pm(mediator, domain: str, api: int, *args: int) -> list[int]:
 async def request(mediator, domain: str, node: int, caps: int = ACCESS) -> list[int]:
     """PM_REQ_NODE as Linux's zynqmp_pm_request_node issues it."""
     return await pm(mediator, domain, REQ_NODE, node, caps, MAX_QOS, ACK_BLOCKING)
-
-
-def start(seq: int, vcpu: int, entry: int, context: int = 0) -> pb.VcpuEvent:
-    return pb.VcpuEvent(seq=seq, vcpu=vcpu, start=pb.Start(entry_point=entry, context_id=context))
-
-
-def resume(seq: int, vcpu: int, entry: int, context: int) -> pb.VcpuEvent:
-    return pb.VcpuEvent(seq=seq, vcpu=vcpu, resume=pb.Resume(entry_point=entry, context_id=context))
-
-
-def wake(seq: int, vcpu: int, irq: int) -> pb.VcpuEvent:
-    return pb.VcpuEvent(seq=seq, vcpu=vcpu, wake=pb.Wake(irq=irq))
-
-
-def pause(seq: int) -> pb.VcpuEvent:
-    return pb.VcpuEvent(seq=seq, vcpu=0, pause=pb.Pause())
-
-
-def unpause(seq: int) -> pb.VcpuEvent:
-    return pb.VcpuEvent(seq=seq, vcpu=0, unpause=pb.Unpause())
-
-
-def kind(event: pb.SystemEvent) -> str | None:
-    return event.WhichOneof("kind")
 
 
 def delivered(domain: str, event: pb.VcpuEvent):

@@ -10,6 +10,7 @@ import asyncio
 
 import grpc
 import pytest
+from vcpu_events import resume, start, wake
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 
@@ -31,18 +32,6 @@ NOT_SUPPORTED = 0xFFFF_FFFF_FFFF_FFFF
 INVALID_PARAMETERS = 0xFFFF_FFFF_FFFF_FFFE
 DENIED = 0xFFFF_FFFF_FFFF_FFFD
 AFF_ON, AFF_OFF = 0, 1
-
-
-def start(seq: int, vcpu: int, entry: int, context: int) -> pb.VcpuEvent:
-    return pb.VcpuEvent(seq=seq, vcpu=vcpu, start=pb.Start(entry_point=entry, context_id=context))
-
-
-def resume(seq: int, vcpu: int, entry: int, context: int) -> pb.VcpuEvent:
-    return pb.VcpuEvent(seq=seq, vcpu=vcpu, resume=pb.Resume(entry_point=entry, context_id=context))
-
-
-def wake(seq: int, vcpu: int, irq: int) -> pb.VcpuEvent:
-    return pb.VcpuEvent(seq=seq, vcpu=vcpu, wake=pb.Wake(irq=irq))
 
 
 def shutdown(seq: int, vcpu: int, reason: pb.Shutdown.Reason.ValueType) -> pb.VcpuEvent:

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -28,6 +28,7 @@ from typing import Any, Final
 import pytest
 from mediator_client import AsyncGuestAgent, EemiError, Operator, PsciError, eemi, psci, timeline
 from mediator_client.eemi import PmNode
+from polling import POLLS, in_state, until
 from prometheus_client.parser import text_string_to_metric_families
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
@@ -38,7 +39,6 @@ from mediatord.core.psci import PsciRet
 from mediatord.server import app
 
 WITHIN: Final = 5.0  # seconds an event or a state change may take
-POLLS: Final = 500  # Control round trips a state change may take
 SECOND: Final = 1_000_000_000
 UART_1_IRQ: Final = 54
 DOMU1_RESUME: Final = (0x4009_0000, 0x11)
@@ -90,18 +90,6 @@ def fetch(url: str) -> str:
 async def scrape(server: app.Server) -> Scrape:
     assert server.metrics_address
     return parse(await asyncio.to_thread(fetch, f"http://{server.metrics_address}/metrics"))
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    for _ in range(POLLS):
-        if await check():
-            return
-    raise AssertionError(f"never saw {what} in {POLLS} round trips")
-
-
-async def in_state(op: Operator, name: str, state: pb.DomainState.ValueType) -> bool:
-    info = await op.domain(name)
-    return info is not None and info.state == state
 
 
 async def host_in(op: Operator, state: pb.HostState.ValueType) -> bool:

@@ -443,21 +443,7 @@ def test_inject_fault_accepts_zero_and_every_psci_error(error: int) -> None:
     assert m.inject_fault("el3.cpu_on", 1, error) is None
 
 
-@pytest.mark.parametrize(
-    "step",
-    [
-        "restore_el2_context",
-        "system_state_resume",
-        "restore_gic",
-        "resume_timer",
-        "unmask_irqs",
-        "enable_nonboot_pcpus",
-        "unpause_domains",
-        "enable_watchdog",
-        "system_state_active",
-        "resume_hardware_domain",
-    ],
-)
+@pytest.mark.parametrize("step", RESUME_FLOW)
 def test_the_resume_bookkeeping_cannot_be_made_to_fail(step: str) -> None:
     # A resume cannot go back to sleep half-way; only its hardware operations
     # (el3.cpu_on, gic.restore, ...) may fail, and those are reported.
