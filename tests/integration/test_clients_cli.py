@@ -25,6 +25,7 @@ import grpc
 import pytest
 from mediator_client import agent_cli
 from mediator_client import ctl as ctl_main
+from processes import stop_process
 from seed import RESUME_FLOW, SUSPEND_FLOW
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
@@ -143,14 +144,7 @@ def start_server(log: Path, *options: str) -> Iterator[str]:
         match = Lines(process.stdout).until(r"^mediatord listening on (127\.0\.0\.1:\d+)$")
         yield match.group(1)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=TIMEOUT)
-        if process.stdout is not None:
-            process.stdout.close()
+        stop_process(process, timeout=TIMEOUT)
 
 
 @pytest.fixture(scope="module")

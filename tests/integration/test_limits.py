@@ -12,7 +12,6 @@ import math
 import os
 import re
 import selectors
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from typing import Any, Final
 import grpc
 import pytest
 import structlog
+from processes import stop_process
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
@@ -455,15 +455,7 @@ class Daemon:
         assert re.fullmatch(r"mediatord listening on unix:.*", line), line
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        stop_process(self.process)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ import pytest
 from mediator_client import AsyncGuestAgent, EemiError, Operator, PsciError, eemi, psci, timeline
 from mediator_client.eemi import PmNode
 from polling import POLLS, in_state, until
+from processes import stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
@@ -359,12 +360,7 @@ def daemon(socket: Path, log: Path) -> Any:
             assert re.match(r"mediatord metrics on http://127\.0\.0\.1:\d+/metrics", lines[1])
             yield process
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout=15)
 
 
 async def test_json_logs_show_the_host_steps_and_the_rpc_context(socket_dir: Path) -> None:

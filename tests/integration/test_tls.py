@@ -14,7 +14,6 @@ import datetime
 import os
 import re
 import selectors
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import grpc
 import pytest
 from mediator_client import AsyncGuestAgent, ClientTls, NotPermittedError, Operator, psci
 from mediator_client.calls import channel as client_channel
+from processes import stop_process
 
 from mediatord import certs
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
@@ -504,16 +504,7 @@ class Daemon:
                         return match
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        return self.process.returncode
+        return stop_process(self.process)
 
 
 @pytest.fixture
