@@ -44,20 +44,14 @@ def identity(domain: str | None = None, principal: str | None = None) -> Metadat
     return tuple(pairs)
 
 
-class Attached:
-    """One open Attach stream, read one event at a time with a timeout."""
+class _Stream:
+    """A server stream the tests read one message at a time, each with a timeout."""
 
     def __init__(self, call: Any) -> None:
         self.call = call
 
-    async def next(self) -> pb.VcpuEvent:
-        event = await asyncio.wait_for(self.call.read(), TIMEOUT)
-        assert event is not grpc.aio.EOF, "the Attach stream ended without a status error"
-        assert isinstance(event, pb.VcpuEvent)
-        return event
-
     async def error(self) -> grpc.aio.AioRpcError:
-        """Read until the stream fails (skipping nothing: any event is a test failure)."""
+        """Read until the stream fails (skipping nothing: any message is a test failure)."""
         try:
             event = await asyncio.wait_for(self.call.read(), TIMEOUT)
         except grpc.aio.AioRpcError as error:
@@ -68,11 +62,18 @@ class Attached:
         self.call.cancel()
 
 
-class Watching:
-    """One open Control.WatchEvents stream, read one event at a time with a timeout."""
+class Attached(_Stream):
+    """One open Attach stream, read one event at a time with a timeout."""
 
-    def __init__(self, call: Any) -> None:
-        self.call = call
+    async def next(self) -> pb.VcpuEvent:
+        event = await asyncio.wait_for(self.call.read(), TIMEOUT)
+        assert event is not grpc.aio.EOF, "the Attach stream ended without a status error"
+        assert isinstance(event, pb.VcpuEvent)
+        return event
+
+
+class Watching(_Stream):
+    """One open Control.WatchEvents stream, read one event at a time with a timeout."""
 
     async def next(self) -> pb.SystemEvent:
         event = await asyncio.wait_for(self.call.read(), TIMEOUT)
@@ -86,16 +87,6 @@ class Watching:
         while not last(events[-1]):
             events.append(await self.next())
         return events
-
-    async def error(self) -> grpc.aio.AioRpcError:
-        try:
-            event = await asyncio.wait_for(self.call.read(), TIMEOUT)
-        except grpc.aio.AioRpcError as error:
-            return error
-        raise AssertionError(f"expected the stream to fail, got {event!r}")
-
-    def cancel(self) -> None:
-        self.call.cancel()
 
 
 @dataclass
