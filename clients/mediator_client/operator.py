@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from mediator_client.calls import ClientTls, channel
 from mediator_client.errors import from_rpc
@@ -47,23 +48,17 @@ class Operator:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _call(self, pending: Awaitable[T]) -> T:
+    async def _call(self, rpc: Callable[..., Awaitable[T]], request: Message) -> T:
         try:
-            return await pending
+            return await rpc(request, metadata=self.metadata, timeout=self.timeout)
         except grpc.aio.AioRpcError as error:
             raise from_rpc(error) from None
 
     async def system(self) -> pb.SystemInfo:
-        return await self._call(
-            self.stub.GetSystem(pb.GetSystemRequest(), metadata=self.metadata, timeout=self.timeout)
-        )
+        return await self._call(self.stub.GetSystem, pb.GetSystemRequest())
 
     async def domains(self) -> list[pb.DomainInfo]:
-        reply = await self._call(
-            self.stub.ListDomains(
-                pb.ListDomainsRequest(), metadata=self.metadata, timeout=self.timeout
-            )
-        )
+        reply = await self._call(self.stub.ListDomains, pb.ListDomainsRequest())
         return list(reply.domains)
 
     async def domain(self, name: str) -> pb.DomainInfo | None:
@@ -87,53 +82,31 @@ class Operator:
             aarch32=aarch32,
             devices=devices,
         )
-        return await self._call(
-            self.stub.CreateDomain(request, metadata=self.metadata, timeout=self.timeout)
-        )
+        return await self._call(self.stub.CreateDomain, request)
 
     async def destroy_domain(self, name: str) -> None:
-        await self._call(
-            self.stub.DestroyDomain(
-                pb.DestroyDomainRequest(name=name), metadata=self.metadata, timeout=self.timeout
-            )
-        )
+        await self._call(self.stub.DestroyDomain, pb.DestroyDomainRequest(name=name))
 
     async def assign_device(self, domain: str, device: str) -> None:
         await self._call(
-            self.stub.AssignDevice(
-                pb.AssignDeviceRequest(domain=domain, device=device),
-                metadata=self.metadata,
-                timeout=self.timeout,
-            )
+            self.stub.AssignDevice, pb.AssignDeviceRequest(domain=domain, device=device)
         )
 
     async def release_device(self, domain: str, device: str) -> None:
         await self._call(
-            self.stub.ReleaseDevice(
-                pb.ReleaseDeviceRequest(domain=domain, device=device),
-                metadata=self.metadata,
-                timeout=self.timeout,
-            )
+            self.stub.ReleaseDevice, pb.ReleaseDeviceRequest(domain=domain, device=device)
         )
 
     async def raise_irq(
         self, irq: int, domain: str = "", vcpu: int = 0
     ) -> pb.RaiseInterruptResponse:
         return await self._call(
-            self.stub.RaiseInterrupt(
-                pb.RaiseInterruptRequest(irq=irq, domain=domain, vcpu=vcpu),
-                metadata=self.metadata,
-                timeout=self.timeout,
-            )
+            self.stub.RaiseInterrupt, pb.RaiseInterruptRequest(irq=irq, domain=domain, vcpu=vcpu)
         )
 
     async def inject_fault(self, step: str, count: int = 1, error: int = 0) -> None:
         await self._call(
-            self.stub.InjectFault(
-                pb.InjectFaultRequest(step=step, count=count, error=error),
-                metadata=self.metadata,
-                timeout=self.timeout,
-            )
+            self.stub.InjectFault, pb.InjectFaultRequest(step=step, count=count, error=error)
         )
 
     async def watch(self) -> AsyncIterator[pb.SystemEvent]:
