@@ -8,6 +8,7 @@ it. Every method is synchronous and deterministic and returns its effects.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -314,25 +315,13 @@ class Mediator:
         if config.name in self.system.names:
             return Refused(Refusal.ALREADY_EXISTS, f"a domain named {config.name!r} exists")
         for name in config.devices:
-            device = self.system.devices.get(name)
-            if device is None:
-                known = ", ".join(sorted(self.system.devices)) or "none"
-                return Refused(
-                    Refusal.INVALID_ARGUMENT, f"no device {name!r} on this board; known: {known}"
-                )
-            if device.owner is not None:
-                owner = self.system.domains[device.owner].name
-                return Refused(Refusal.FAILED_PRECONDITION, f"{name} is owned by {owner}")
+            device = self._board_device(name, Refusal.INVALID_ARGUMENT)
+            if isinstance(device, Refused):
+                return device
+            if (owned := self._owned_elsewhere(device)) is not None:
+                return owned
         fx: list[Effect] = []
-        config = DomainConfig(
-            name=config.name,
-            id=self.system.next_domain_id,
-            vcpus=config.vcpus,
-            ram_base=config.ram_base,
-            ram_size=config.ram_size,
-            aarch32=config.aarch32,
-            devices=config.devices,
-        )
+        config = dataclasses.replace(config, id=self.system.next_domain_id)
         self.system.next_domain_id += 1
         domain = self._add_domain(config, fx)
         self._route_devices(domain.devices, fx)
@@ -370,9 +359,8 @@ class Mediator:
         if isinstance(found, Refused):
             return found
         domain, device = found
-        if device.owner is not None:
-            owner = self.system.domains[device.owner].name
-            return Refused(Refusal.FAILED_PRECONDITION, f"{device_name} is owned by {owner}")
+        if (owned := self._owned_elsewhere(device)) is not None:
+            return owned
         firmware = self.platform.firmware
         users = set()
         for node in _granted_nodes(device):
@@ -407,16 +395,27 @@ class Mediator:
         self._unassign(domain, device, fx)
         return Changed(tuple(fx))
 
+    def _board_device(self, name: str, missing: Refusal) -> Device | Refused:
+        device = self.system.devices.get(name)
+        if device is None:
+            known = ", ".join(sorted(self.system.devices)) or "none"
+            return Refused(missing, f"no device {name!r} on this board; known: {known}")
+        return device
+
+    def _owned_elsewhere(self, device: Device) -> Refused | None:
+        """A device must be unassigned before a domain can have it."""
+        if device.owner is None:
+            return None
+        owner = self.system.domains[device.owner].name
+        return Refused(Refusal.FAILED_PRECONDITION, f"{device.name} is owned by {owner}")
+
     def _device_change(self, domain_name: str, device_name: str) -> tuple[Domain, Device] | Refused:
         domain = self.system.domain(domain_name)
         if domain is None:
             return Refused(Refusal.NOT_FOUND, f"no domain named {domain_name!r}")
-        device = self.system.devices.get(device_name)
-        if device is None:
-            known = ", ".join(sorted(self.system.devices)) or "none"
-            return Refused(
-                Refusal.NOT_FOUND, f"no device {device_name!r} on this board; known: {known}"
-            )
+        device = self._board_device(device_name, Refusal.NOT_FOUND)
+        if isinstance(device, Refused):
+            return device
         if self.system.host_state is not HostState.ACTIVE:
             return Refused(
                 Refusal.FAILED_PRECONDITION, f"the host is {self.system.host_state.value}"
