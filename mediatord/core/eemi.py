@@ -274,7 +274,7 @@ _RESET_GRANTS: Final = {
 RESET_GRANT: Final = {RESETS[name]: grant for name, grant in _RESET_GRANTS.items()}
 
 # enum clock_id (TF-A pm_api_clock.h), output clocks in order.
-_CLOCKS: Final = (
+CLOCK_NAMES: Final = (
     "IOPLL RPLL APLL DPLL VPLL IOPLL_TO_FPD RPLL_TO_FPD APLL_TO_LPD DPLL_TO_LPD VPLL_TO_LPD "
     "ACPU ACPU_HALF DBG_FPD DBG_LPD DBG_TRACE DBG_TSTMP DP_VIDEO_REF DP_AUDIO_REF DP_STC_REF "
     "GDMA_REF DPDMA_REF DDR_REF SATA_REF PCIE_REF GPU_REF GPU_PP0_REF GPU_PP1_REF TOPSW_MAIN "
@@ -290,8 +290,8 @@ _CLOCKS: Final = (
     "GEM1_REF GEM2_REF GEM3_REF GEM0_REF_UNGATED GEM1_REF_UNGATED GEM2_REF_UNGATED "
     "GEM3_REF_UNGATED LPD_WDT"
 ).split()
-CLOCKS: Final = {name: i for i, name in enumerate(_CLOCKS)}
-CLOCK_END: Final = len(_CLOCKS)  # clock IDs are 0..CLOCK_END-1 (Xen lets CLOCK_END through)
+CLOCKS: Final = {name: i for i, name in enumerate(CLOCK_NAMES)}
+CLOCK_END: Final = len(CLOCK_NAMES)  # clock IDs are 0..CLOCK_END-1 (Xen lets CLOCK_END through)
 # PLL clocks pass through: no device is bound to them (clock_id_plls).
 PLL_CLOCKS: Final = frozenset(CLOCKS[c] for c in (
     "RPLL VPLL RPLL_TO_FPD VPLL_TO_LPD CSU_PLL IOPLL_INT IOPLL_PRE_SRC IOPLL_INT_MUX "

@@ -27,6 +27,7 @@ from mediatord.core.eemi import (
     ACKS,
     CAPS_VALID,
     CLOCK_END,
+    CLOCK_NAMES,
     IOCTL_GET_PLL_FRAC_MODE,
     IOCTL_SD_DLL_RESET,
     IOCTL_SET_SD_TAPDELAY,
@@ -340,7 +341,7 @@ class Pmu:
         if on and not self.state.islands[island]:
             self._power_island(island, True)
         slave.on = on
-        self._step(f"pmu.node {NODE_NAMES[slave.node]} {'on' if on else 'off'}")
+        self._step("pmu.node", f"{NODE_NAMES[slave.node]} {'on' if on else 'off'}")
         if not on and not any(
             s.on for s in self.state.slaves.values() if island_of(s.node) == island
         ):
@@ -348,7 +349,7 @@ class Pmu:
 
     def _power_island(self, island: int, on: bool) -> None:
         self.state.islands[island] = on
-        self._step(f"pmu.island {NODE_NAMES[island]} {'on' if on else 'off'}")
+        self._step("pmu.island", f"{NODE_NAMES[island]} {'on' if on else 'off'}")
 
     def _update(self, slave: SlaveNode) -> None:
         """After a requirement changed: on while required (once initialised, or
@@ -357,9 +358,9 @@ class Pmu:
         if wanted != slave.on and (wanted or self.state.initialized or slave.usage == 0):
             self._set_power(slave, wanted)
 
-    def _step(self, name: str) -> None:
+    def _step(self, name: str, detail: str) -> None:
         now = self.clock.now_ns()
-        self._record(BackendStep(name.split(" ", 1)[0], name.split(" ", 1)[1], now, now))
+        self._record(BackendStep(name, detail, now, now))
 
     @staticmethod
     def _check_requirement(caps: int, qos: int, ack: int, allow_zero: bool) -> int | None:
@@ -393,10 +394,8 @@ class Pmu:
             return encode(0, CLOCK_END)
         if qid == QID_CLOCK_GET_NAME:
             # TF-A answers the 16-byte name itself in x0..x1, with no status.
-            from mediatord.core.eemi import CLOCKS
-
-            names = {v: k for k, v in CLOCKS.items()}
-            raw = names.get(clock, "").encode()[:CLOCK_NAME_BYTES]
+            name = CLOCK_NAMES[clock] if self._clock(clock) else ""
+            raw = name.encode()[:CLOCK_NAME_BYTES]
             raw = raw.ljust(CLOCK_NAME_BYTES, b"\0")
             return (
                 int.from_bytes(raw[:8], "little"),
