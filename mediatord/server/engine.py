@@ -313,7 +313,8 @@ class Engine:
     # -------------------------------------------------------------- effects
 
     def _apply(self, effects: Iterable[Effect]) -> None:
-        now = self.mediator.clock.now_ns()
+        # The time stamp is only for watchers; most calls have none.
+        now = self.mediator.clock.now_ns() if self.watchers else 0
         metrics = self.metrics
         for effect in effects:
             metrics.effect(effect)
