@@ -1,16 +1,19 @@
-"""Command line: ``mediatord serve | check-board | demo``."""
+"""Command line: ``mediatord serve | check-state | check-board | demo``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from pathlib import Path
 
 from mediatord import __version__, logs
 from mediatord.board import BoardError, load_board
 from mediatord.core.config import BoardConfig
-from mediatord.server import app
+from mediatord.journal import JournalError
+from mediatord.server import app, recovery
+from mediatord.server.journaling import SNAPSHOT_EVERY
 
 DESCRIPTION = """\
 mediatord: a PSCI / EEMI mediator daemon. Guest agents send the raw SMC/HVC calls
@@ -19,7 +22,8 @@ daemon keeps the authoritative domain, vCPU, device and host power state.
 """
 
 EPILOG = """\
-exit codes: 0 ok, 1 the board or listener was refused, 2 usage error.
+exit codes: 0 ok, 1 the board, listener or state was refused (check-state: damage
+found), 2 usage error.
 The wire contract is proto/mediator/v1/mediator.proto; see README.md and docs/.
 """
 
@@ -101,7 +105,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics at http://HOST:PORT/metrics (default "
         f"{app.DEFAULT_METRICS_LISTEN}; 'off' disables)",
     )
+    state = serve.add_argument_group(
+        "state",
+        "Every accepted change is journalled in DIR before it is answered, and a restart "
+        "recovers exactly that state (docs/journal.md).",
+    )
+    state.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help=f"where the journal lives (default {recovery.default_state_dir()}, "
+        "i.e. $XDG_STATE_HOME/mediatord)",
+    )
+    state.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="keep no state: a restart boots the board afresh (tests, benchmarks)",
+    )
+    state.add_argument(
+        "--snapshot-every",
+        metavar="N",
+        type=int,
+        default=SNAPSHOT_EVERY,
+        help=f"records between snapshots, which bound the replay at start (default "
+        f"{SNAPSHOT_EVERY})",
+    )
     _log_args(serve)
+
+    check_state = commands.add_parser(
+        "check-state",
+        help="check a state directory offline",
+        description="Rebuild the state a journal holds, from a copy of it (DIR is not "
+        "changed), and report damage (a torn WAL tail, records failing their checksum) and "
+        "the recovered state. Exit 0: intact; 1: damaged (the valid prefix is shown) or not "
+        "recoverable. Refused while a mediatord uses DIR: use `mediatorctl state export`.",
+    )
+    check_state.add_argument("dir", metavar="DIR", type=Path)
+    _board_arg(check_state)
+    check_state.add_argument(
+        "--json", action="store_true", help="print the whole state document as JSON"
+    )
 
     check = commands.add_parser(
         "check-board",
@@ -166,14 +210,20 @@ def main(argv: list[str] | None = None) -> int:
             print(_summary(load_board(args.file)))
             return 0
         board = load_board(args.board)
+        if args.command == "check-state":
+            return _check_state(args.dir, board, args.json)
         if args.command == "serve":
+            if args.snapshot_every < 1:
+                print("mediatord: --snapshot-every must be at least 1", file=sys.stderr)
+                return 2
+            state_dir = None if args.no_journal else args.state_dir or recovery.default_state_dir()
             logs.configure(args.log_level, args.log_format)
             listeners = _listeners(args, app.DEFAULT_LISTEN)
             for listener in listeners:
                 if listener.tcp is not None and listener.tls is None:
                     app.require_loopback(listener.tcp)
             metrics = None if args.metrics_listen == "off" else args.metrics_listen
-            asyncio.run(_serve(board, listeners, metrics))
+            asyncio.run(_serve(board, listeners, metrics, state_dir, args.snapshot_every))
             return 0
         logs.configure(args.log_level, "console")
         listeners = _listeners(args, None)
@@ -182,22 +232,66 @@ def main(argv: list[str] | None = None) -> int:
     except BoardError as error:
         print(f"mediatord: invalid board file\n{error}", file=sys.stderr)
         return 1
-    except app.ListenError as error:
+    except (app.ListenError, JournalError) as error:
         print(f"mediatord: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
 
 
+def _check_state(state_dir: Path, board: BoardConfig, as_json: bool) -> int:
+    doc, damaged = recovery.check(state_dir, board)
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return 1 if damaged else 0
+    journal = doc["journal"]
+    found = journal["recovered"]
+    print(
+        f"{state_dir}: journal up to record {journal['seq']}, snapshot at "
+        f"{found['snapshot_seq']}, {found['replayed']} records replayed in "
+        f"{found['seconds'] * 1000:.1f} ms"
+    )
+    for damage in found["damage"]:
+        print(f"  DAMAGE ({damage['where']} at {damage['offset']}, {damage['lost']} lost): "
+              f"{damage['reason']}")  # fmt: skip
+    if journal["quarantined_before"]:
+        print(f"  {journal['quarantined_before']} records were quarantined at earlier starts")
+    system = doc["system"]
+    print(f"host {system['host_state']}, {len(doc['domains'])} domains:")
+    for domain in doc["domains"]:
+        vcpus = " ".join(v.get("power", "VCPU_POWER_OFF").removeprefix("VCPU_POWER_").lower()
+                         for v in domain["vcpus"])  # fmt: skip
+        queued = len(doc["queued_events"].get(domain["name"], []))
+        print(
+            f"  {domain['name']}: {domain['state'].removeprefix('DOMAIN_STATE_').lower()}, "
+            f"vCPUs [{vcpus}], devices {', '.join(domain.get('devices', [])) or 'none'}, "
+            f"{queued} queued events"
+        )
+    print("damaged: the state above is the valid prefix" if damaged else "intact")
+    return 1 if damaged else 0
+
+
 async def _serve(
-    board: BoardConfig, listeners: list[app.Listener], metrics_listen: str | None
+    board: BoardConfig,
+    listeners: list[app.Listener],
+    metrics_listen: str | None,
+    state_dir: Path | None,
+    snapshot_every: int,
 ) -> None:
-    server = await app.start(board, listeners, metrics_listen=metrics_listen)
+    server = await app.start(
+        board,
+        listeners,
+        metrics_listen=metrics_listen,
+        state_dir=state_dir,
+        snapshot_every=snapshot_every,
+    )
     for address in server.addresses:
         print(f"mediatord listening on {address}", flush=True)
     if server.metrics_address:
         print(f"mediatord metrics on http://{server.metrics_address}/metrics", flush=True)
     await app.serve_until_signalled(server)
+    if server.failure is not None:
+        raise JournalError(f"{server.failure}; restart to recover the acknowledged state")
 
 
 async def _demo(board: BoardConfig, listener: app.Listener | None, forever: bool) -> None:

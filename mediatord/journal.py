@@ -23,6 +23,7 @@ the daemon replays it are the engine's business. Its guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import struct
 import zlib
@@ -147,11 +148,19 @@ class Journal:
         damage: list[Damage] = []
         wal_path = path.with_name(path.name + "-wal")
         if wal_path.exists():
-            found = inspect_wal(wal_path.read_bytes())
+            wal = wal_path.read_bytes()
+            found = inspect_wal(wal)
             if found is not None:
-                damage.append(found)
+                # SQLite is about to drop these bytes: keep a copy as evidence.
+                kept = wal_path.with_name(f"{wal_path.name}.damaged-{found.offset}-{len(wal)}")
+                kept.write_bytes(wal)
+                damage.append(
+                    dataclasses.replace(found, reason=f"{found.reason}; copy kept in {kept.name}")
+                )
         try:
-            db = sqlite3.connect(path, isolation_level=None)
+            # The daemon writes from one journal thread and reads at start on the
+            # event loop, never both at once.
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             cls._migrate(db, path)
@@ -181,6 +190,7 @@ class Journal:
             CREATE TABLE quarantine (
                 seq INTEGER NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL,
                 crc INTEGER NOT NULL, reason TEXT NOT NULL);
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
             PRAGMA user_version = 1;
             COMMIT;
             """
@@ -200,6 +210,18 @@ class Journal:
             self._db.executemany("INSERT INTO records VALUES (?, ?, ?, ?)", rows)
         self.last_seq = seq
         return seq
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        """Store ``values`` (what the journal is of: the board, the boot time) durably."""
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+
+    def quarantined(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM quarantine").fetchone()[0])
 
     def snapshot(self, seq: int, body: bytes) -> None:
         """Store the state as of record ``seq`` and drop every record it covers."""

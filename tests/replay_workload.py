@@ -61,7 +61,7 @@ def canonical(x: Any) -> Any:
     return (type(x).__name__, canonical(vars(x)))
 
 
-def _op(m: Mediator, clock: ManualClock, rng: random.Random) -> Any:
+def op(m: Mediator, clock: ManualClock, rng: random.Random) -> Any:
     domain = rng.choice(list(DOMAINS))
     vcpu = rng.randrange(DOMAINS[domain])
     target = m.system.domain(domain)
@@ -96,7 +96,7 @@ def digests(seed: int, ops: int) -> list[str]:
     rng = random.Random(seed)
     out = [hashlib.sha256(repr(canonical((fx, m.snapshot()))).encode()).hexdigest()]
     for _ in range(ops):
-        outcome = _op(m, clock, rng)
+        outcome = op(m, clock, rng)
         state = (outcome, m.snapshot(), clock.now_ns())
         out.append(hashlib.sha256(repr(canonical(state)).encode()).hexdigest())
     return out

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -108,6 +109,12 @@ class Operator:
         await self._call(
             self.stub.InjectFault, pb.InjectFaultRequest(step=step, count=count, error=error)
         )
+
+    async def export_state(self) -> dict[str, Any]:
+        """The whole state as one document (docs/journal.md, "State export")."""
+        reply = await self._call(self.stub.ExportState, pb.ExportStateRequest())
+        document: dict[str, Any] = json.loads(reply.json)
+        return document
 
     async def watch(self) -> AsyncIterator[pb.SystemEvent]:
         """Every state change from now on, until the stream ends."""

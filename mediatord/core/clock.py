@@ -20,6 +20,18 @@ class Clock(Protocol):
         """Let ``ns`` nanoseconds of modelled hardware time pass."""
         ...
 
+    def tick(self) -> int:
+        """An operation starts: catch up with real time (if the clock follows it)
+        and return the time the operation runs at. Between ticks only ``advance``
+        moves the clock, so an operation's timings depend on its start time alone
+        and a journal replay (:meth:`set` to the recorded start) repeats them."""
+        ...
+
+    def set(self, ns: int) -> None:
+        """Journal replay: the next operation runs at ``ns``; later ticks continue
+        from there."""
+        ...
+
 
 class ManualClock:
     """A clock that moves only by :meth:`advance` (tests, benchmarks, the demo)."""
@@ -34,3 +46,9 @@ class ManualClock:
         if ns < 0:
             raise ValueError(f"time cannot go backwards ({ns} ns)")
         self._now += ns
+
+    def tick(self) -> int:
+        return self._now
+
+    def set(self, ns: int) -> None:
+        self._now = ns

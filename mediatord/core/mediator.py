@@ -15,9 +15,9 @@ from enum import Enum
 from typing import Final
 
 from mediatord.backends.base import IrqFate, IrqRoute, PcpuState, Platform, PowerFirmware
-from mediatord.core import eemi, psci, smccc, suspend
+from mediatord.core import eemi, psci, smccc, statecodec, suspend
 from mediatord.core.clock import Clock
-from mediatord.core.config import BoardConfig, DomainConfig, domain_problems
+from mediatord.core.config import BoardConfig, DeviceConfig, DomainConfig, domain_problems
 from mediatord.core.effects import (
     CallAborted,
     CallCompleted,
@@ -38,6 +38,7 @@ from mediatord.core.effects import (
     Shutdown,
     ShutdownReason,
     Start,
+    SuspendRequest,
     Unpause,
     VcpuPowerChanged,
     Wake,
@@ -67,6 +68,7 @@ class Refusal(Enum):
     ALREADY_EXISTS = "already-exists"
     RESOURCE_EXHAUSTED = "resource-exhausted"  # the shell's limits
     DEADLINE_EXCEEDED = "deadline-exceeded"
+    UNAVAILABLE = "unavailable"  # the shell cannot make a change durable
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,15 @@ def _steps(effects: list[Effect]) -> tuple[HostStep | HardwareStep, ...]:
     return tuple(e for e in effects if isinstance(e, HostStep | HardwareStep))
 
 
+# Every class the core's state (and a domain's queued VcpuEvents) may contain:
+# what a snapshot may hold besides the platform's own STATE_TYPES.
+STATE_TYPES: Final = (
+    System, Domain, Vcpu, Device, HostSuspend, VcpuPower, DomainState, HostState,
+    BoardConfig, DeviceConfig, DomainConfig, HostStep, HardwareStep,
+    DomainEvent, Start, Resume, Pause, Unpause, Wake, Shutdown, ShutdownReason, SuspendRequest,
+)  # fmt: skip
+
+
 HANDLERS: Final[dict[int, psci.Handler]] = {
     smccc.SMCCC_VERSION: _smccc_version,
     smccc.SMCCC_ARCH_FEATURES: _smccc_arch_features,
@@ -242,6 +253,36 @@ class Mediator:
     def snapshot(self) -> System:
         """A deep copy of the whole state, comparable with ``==``."""
         return copy.deepcopy(self.system)
+
+    def save_state(self) -> statecodec.Json:
+        """The whole state, the core's and the platform's, as statecodec JSON."""
+        return statecodec.encode(
+            {
+                "system": self.system,
+                "ppi_targets": self._ppi_targets,
+                "last_suspend_steps": self.last_suspend_steps,
+                "last_resume_steps": self.last_resume_steps,
+                "platform": self.platform.save_state(),
+            }
+        )
+
+    def load_state(self, data: statecodec.Json) -> None:
+        """Put this (freshly booted, same board) mediator and its platform in the
+        state ``data`` holds. Raises statecodec.CodecError for data written by an
+        incompatible version."""
+        decoder = statecodec.Decoder((*STATE_TYPES, *self.platform.STATE_TYPES))
+        state = decoder.decode(data)
+        if not isinstance(state, dict) or set(state) != {
+            "system", "ppi_targets", "last_suspend_steps", "last_resume_steps", "platform",
+        }:  # fmt: skip
+            raise statecodec.CodecError("the snapshot does not hold a mediator's state")
+        if not isinstance(state["system"], System):
+            raise statecodec.CodecError("the snapshot's system is not a System")
+        self.platform.load_state(state["platform"])
+        self.system = state["system"]
+        self._ppi_targets = state["ppi_targets"]
+        self.last_suspend_steps = state["last_suspend_steps"]
+        self.last_resume_steps = state["last_resume_steps"]
 
     # ------------------------------------------------------------ guest calls
 

@@ -26,10 +26,13 @@ from mediatord.backends import create_platform
 from mediatord.core.clock import Clock
 from mediatord.core.config import BoardConfig
 from mediatord.core.mediator import Mediator
+from mediatord.server import recovery
 from mediatord.server.auth import AuthInterceptor
 from mediatord.server.clock import EmulatedClock
 from mediatord.server.engine import Engine
+from mediatord.server.journaling import SNAPSHOT_EVERY, GroupCommit
 from mediatord.server.metrics import Metrics, MetricsInterceptor, StateCollector
+from mediatord.server.recovery import Recovered
 from mediatord.server.services import ControlService, GuestService
 
 DEFAULT_LISTEN: Final = "127.0.0.1:50051"
@@ -145,6 +148,13 @@ class Server:
     addresses: list[str] = field(default_factory=list)
     metrics_http: WSGIServer | None = None
     metrics_address: str = ""
+    # What start recovered from the state directory (None: no journal).
+    recovered: Recovered | None = None
+    # Holds the state directory's lock until stop.
+    resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    # Set when the journal failed: the daemon stops and exits non-zero.
+    failure: str | None = None
+    stopping: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         await self.health.enter_graceful_shutdown()
@@ -153,7 +163,19 @@ class Server:
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
             self.metrics_http.server_close()
+        if self.engine.journal is not None:
+            # Last: every answered change is already durable; this writes the
+            # delivery marks and a snapshot so that the next start is quick.
+            await self.engine.journal.close(snapshot=self.failure is None)
+        self.resources.close()
         log.info("stopped")
+
+    def fail(self, error: BaseException) -> None:
+        """The journal cannot be written: stop serving (a restart recovers what
+        was durable, which is everything that was answered)."""
+        if self.failure is None:
+            self.failure = f"the journal could not be written: {error}"
+            self.stopping = asyncio.get_running_loop().create_task(self.stop())
 
 
 async def start(
@@ -161,15 +183,58 @@ async def start(
     listeners: list[Listener],
     clock: Clock | None = None,
     metrics_listen: str | None = None,
+    *,
+    state_dir: Path | None = None,
+    snapshot_every: int = SNAPSHOT_EVERY,
 ) -> Server:
-    """Boot the board's domains and serve them on every listener (and /metrics on
-    ``metrics_listen``, loopback unless the operator says otherwise)."""
+    """Boot the board's domains, or recover them from the journal in ``state_dir``
+    (None: keep no state), and serve them on every listener (and /metrics on
+    ``metrics_listen``, loopback unless the operator says otherwise).
+    Raises ListenError, or JournalError when the state cannot be recovered."""
     if not listeners:
         raise ListenError("no listener given")
     clock = clock or EmulatedClock()
-    mediator, boot_effects = Mediator.boot(board, create_platform(board, clock))
     metrics = Metrics()
-    engine = Engine(mediator, boot_effects, metrics)
+    resources = contextlib.ExitStack()
+    recovered = None
+    if state_dir is None:
+        mediator, boot_effects = Mediator.boot(board, create_platform(board, clock))
+        engine = Engine(mediator, boot_effects, metrics)
+    else:
+        with resources.pop_all() as held:
+            held.enter_context(recovery.locked(state_dir))
+            recovered = recovery.recover(state_dir, board, clock)
+            resources = held.pop_all()
+        _report(recovered, state_dir, metrics)
+        engine = Engine(recovered.mediator, metrics=metrics, mailboxes=recovered.mailboxes)
+    try:
+        return await _serve(
+            board,
+            listeners,
+            engine,
+            metrics_listen=metrics_listen,
+            recovered=recovered,
+            resources=resources,
+            snapshot_every=snapshot_every,
+        )
+    except BaseException:
+        if recovered is not None:
+            recovered.journal.close()
+        resources.close()
+        raise
+
+
+async def _serve(
+    board: BoardConfig,
+    listeners: list[Listener],
+    engine: Engine,
+    *,
+    metrics_listen: str | None,
+    recovered: Recovered | None,
+    resources: contextlib.ExitStack,
+    snapshot_every: int,
+) -> Server:
+    metrics = engine.metrics
     metrics.registry.register(StateCollector(engine))
     grpc_server = grpc.aio.server(
         # Metrics outermost, so that refusals by the auth layer are counted too.
@@ -188,7 +253,21 @@ async def start(
         (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
     )
 
-    server = Server(engine, grpc_server, health_servicer)
+    server = Server(engine, grpc_server, health_servicer, recovered=recovered, resources=resources)
+    if recovered is not None:
+        engine.use_journal(
+            GroupCommit(
+                recovered.journal,
+                metrics,
+                snapshot=engine.snapshot,
+                marks=engine.delivery_marks,
+                on_durable=engine.durable,
+                on_failure=server.fail,
+                snapshot_seq=recovered.snapshot_seq,
+                snapshot_every=snapshot_every,
+                about=recovered.about(),
+            )
+        )
     for listener in listeners:
         server.addresses.append(_bind(grpc_server, listener))
     if metrics_listen is not None:
@@ -223,6 +302,26 @@ async def start(
                 address=address,
             )
     return server
+
+
+def _report(recovered: Recovered, state_dir: Path, metrics: Metrics) -> None:
+    for damage in recovered.damage:
+        metrics.journal_damage.labels(damage.where).inc()
+        log.error(
+            "journal damage",
+            where=damage.where,
+            offset=damage.offset,
+            lost=damage.lost,
+            reason=damage.reason,
+            quarantined=recovered.quarantined or None,
+        )
+    log.info(
+        "state recovered" if not recovered.fresh else "new state",
+        state_dir=str(state_dir),
+        snapshot_seq=recovered.snapshot_seq,
+        replayed=recovered.replayed,
+        seconds=round(recovered.seconds, 4),
+    )
 
 
 def _bind(grpc_server: grpc.aio.Server, listener: Listener) -> str:
@@ -263,7 +362,9 @@ async def serve_until_signalled(server: Server) -> None:
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
-    if not waiter.done():
+    if server.stopping is not None:
+        await server.stopping  # the journal failed and the server stops itself
+    elif not waiter.done():
         log.info("shutting down")
         await server.stop()
     waiter.cancel()

@@ -7,6 +7,12 @@ lock. The engine then applies the effects the core returned: it numbers nothing
 (the core did), it only delivers — VcpuEvents into each domain's mailbox for its
 Attach stream, results to calls blocked in CPU_SUSPEND, and a log line per
 state change.
+
+With a journal, an operation that changed state is logged as a record
+(:mod:`mediatord.core.records`), and its answer and its effects are held until
+the record is durable (:class:`mediatord.server.journaling.GroupCommit`). No
+answer, event or read shows a change that a crash could still take back: a read
+waits for the records before it too.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Final
 
 from mediatord import logs
 from mediatord.core import effects as fx
+from mediatord.core import records
 from mediatord.core.config import DomainConfig
 from mediatord.core.eemi import PmApi
 from mediatord.core.effects import Effect, Regs
@@ -35,6 +42,13 @@ from mediatord.core.mediator import (
     Returned,
 )
 from mediatord.core.model import VTIMER_PPI
+from mediatord.server.journaling import (
+    GroupCommit,
+    JournalWriteError,
+    Mailboxes,
+    encode_snapshot,
+    fold_mailboxes,
+)
 from mediatord.server.metrics import Metrics
 
 # Events kept for a domain whose agent is not attached. Beyond this the oldest
@@ -73,10 +87,13 @@ class Mailbox:
     agent that reconnects gets everything it had not received.
     """
 
-    def __init__(self, domain_id: int, name: str) -> None:
+    def __init__(self, domain_id: int, name: str, events: Iterable[fx.DomainEvent] = ()) -> None:
         self.domain_id = domain_id
         self.name = name
-        self.events: deque[fx.DomainEvent] = deque()
+        self.events: deque[fx.DomainEvent] = deque(events)
+        # The highest seq handed to an Attach stream (journalled now and then, so
+        # that a restart does not deliver it again).
+        self.delivered = 0
         self.dropped = 0
         self.closed: str | None = None
         # Closed because the server stops, not because the domain went away.
@@ -118,6 +135,7 @@ class Mailbox:
             event = self.events[0]
             yield event
             # Handed over: now it may leave (unless a newer reader already took it).
+            self.delivered = max(self.delivered, event.seq)
             if self.events and self.events[0] is event:
                 self.events.popleft()
 
@@ -159,15 +177,101 @@ class Engine:
         mediator: Mediator,
         boot_effects: Iterable[Effect] = (),
         metrics: Metrics | None = None,
+        mailboxes: Mailboxes | None = None,
     ) -> None:
+        """``mailboxes``: the queued events of a recovered state (instead of the
+        boot effects of a fresh one)."""
         self.mediator = mediator
+        self.clock = mediator.clock
         self.metrics = metrics or Metrics()
         self.mailboxes: dict[int, Mailbox] = {}
         self.watchers: set[Watcher] = set()
         self.inflight: Counter[str] = Counter()
+        self.journal: GroupCommit | None = None
         self._watch_seq = 0
         self._blocked: dict[tuple[int, int], asyncio.Future[Regs | Aborted]] = {}
-        self._apply(boot_effects)
+        # Effects of logged operations, waiting for their record to be durable.
+        self._held: deque[tuple[int, tuple[Effect, ...]]] = deque()
+        self._marked: dict[int, int] = {}
+        if mailboxes is None:
+            self._apply(boot_effects)
+        else:
+            for domain_id, (name, events) in mailboxes.items():
+                self.mailboxes[domain_id] = Mailbox(domain_id, name, events)
+
+    # -------------------------------------------------------------- journal
+
+    def use_journal(self, journal: GroupCommit) -> None:
+        self.journal = journal
+
+    def snapshot(self) -> bytes:
+        """The state as of the last logged record, with every domain's queued events."""
+        return encode_snapshot(self.mediator, self.queued())
+
+    def queued(self) -> Mailboxes:
+        """Every domain's VcpuEvents not yet received by its agent, as of the last
+        logged record (the events of records not yet durable included)."""
+        boxes: Mailboxes = {
+            i: (m.name, deque(m.events, maxlen=MAILBOX_LIMIT)) for i, m in self.mailboxes.items()
+        }
+        for _, effects in self._held:
+            fold_mailboxes(boxes, effects, MAILBOX_LIMIT)
+        return boxes
+
+    def delivery_marks(self) -> list[records.Record]:
+        """A record of the events handed to agents since the last one (if any were)."""
+        changed = {
+            i: m.delivered
+            for i, m in self.mailboxes.items()
+            if m.delivered > self._marked.get(i, 0)
+        }
+        if not changed:
+            return []
+        self._marked.update(changed)
+        return [records.delivered(changed)]
+
+    def durable(self, seq: int) -> None:
+        """Records up to ``seq`` are durable: deliver what their operations did."""
+        held = self._held
+        while held and held[0][0] <= seq:
+            self._apply(held.popleft()[1])
+
+    def _accept(self, record: records.Record | None, effects: tuple[Effect, ...]) -> int:
+        """An operation ran: log its record (None: it changed nothing) and deliver
+        its effects, now or once durable. The record to wait for before answering."""
+        journal = self.journal
+        if journal is None:
+            if effects:
+                self._apply(effects)
+            return 0
+        seq = journal.appended if record is None else journal.log(record)
+        if seq > journal.durable or self._held:
+            if effects:
+                self._held.append((seq, effects))
+        elif effects:
+            self._apply(effects)
+        return seq
+
+    async def _settle(self, seq: int) -> Refused | None:
+        journal = self.journal
+        if journal is None or seq <= journal.durable:
+            return None
+        try:
+            await journal.wait(seq)
+        except JournalWriteError as failed:
+            return Refused(Refusal.UNAVAILABLE, f"{failed}; the daemon is stopping")
+        return None
+
+    def _unavailable(self) -> Refused | None:
+        """Refuse every change once the journal has failed: it could not be kept."""
+        if self.journal is not None and self.journal.failed is not None:
+            return Refused(Refusal.UNAVAILABLE, f"{self.journal.failed}; the daemon is stopping")
+        return None
+
+    async def settled(self) -> Refused | None:
+        """Before a read: wait until every change made so far is durable."""
+        self.clock.tick()
+        return await self._settle(self.journal.appended) if self.journal is not None else None
 
     # ---------------------------------------------------------------- guest
 
@@ -204,18 +308,29 @@ class Engine:
         args: Sequence[int],
         deadline_s: float | None,
     ) -> Regs | Refused | Aborted:
+        now = self.clock.tick()
+        if self.journal is not None and (refused := self._unavailable()) is not None:
+            return refused
         outcome = self.mediator.call(domain, vcpu, function_id, args)
         if type(outcome) is Returned:
-            if outcome.effects:
-                self._apply(outcome.effects)
-            return outcome.regs
+            if self.journal is None:
+                if outcome.effects:
+                    self._apply(outcome.effects)
+                return outcome.regs
+            record = None
+            if records.changes_state(function_id):
+                record = records.call(now, domain, vcpu, function_id, args, x0=outcome.regs[0])
+            seq = self._accept(record, outcome.effects)
+            return await self._settle(seq) or outcome.regs
         if isinstance(outcome, Refused):
             return outcome
         assert isinstance(outcome, Blocked)
         waiter: asyncio.Future[Regs | Aborted] = asyncio.get_running_loop().create_future()
         domain_id = self.mediator.system.names[domain]
         self._blocked[(domain_id, vcpu)] = waiter
-        self._apply(outcome.effects)
+        # The vCPU's call is answered by a later operation (an interrupt), whose
+        # effects are delivered only after its record, and so this one, is durable.
+        self._accept(records.call(now, domain, vcpu, function_id, args, x0=None), outcome.effects)
         log.info("vcpu blocked", domain=domain, vcpu=vcpu, function=f"{function_id:#010x}")
         limit = MAX_BLOCK_SECONDS if deadline_s is None else min(deadline_s, MAX_BLOCK_SECONDS)
         try:
@@ -252,8 +367,16 @@ class Engine:
     def unwatch(self, watcher: Watcher) -> None:
         self.watchers.discard(watcher)
 
-    def inject_fault(self, step: str, count: int, error: int) -> Refused | None:
+    async def inject_fault(self, step: str, count: int, error: int) -> Refused | None:
+        if (refused := self._unavailable()) is not None:
+            return refused
+        now = self.clock.tick()
         refused = self.mediator.inject_fault(step, count, error)
+        if refused is not None:
+            return refused
+        refused = await self._settle(
+            self._accept(records.inject_fault(now, step, count, error), ())
+        )
         if refused is None:
             log.warning("fault injected", step=step, count=count, error=error)
         return refused
@@ -265,33 +388,52 @@ class Engine:
 
     # -------------------------------------------------------------- control
 
-    def create_domain(self, config: DomainConfig) -> Created | Refused:
+    async def create_domain(self, config: DomainConfig) -> Created | Refused:
+        if (refused := self._unavailable()) is not None:
+            return refused
+        now = self.clock.tick()
         result = self.mediator.create_domain(config)
-        if isinstance(result, Created):
-            self._apply(result.effects)
-        return result
+        if isinstance(result, Refused):
+            return result
+        record = records.create_domain(now, config, result.domain.id)
+        return await self._settle(self._accept(record, result.effects)) or result
 
-    def destroy_domain(self, name: str) -> Destroyed | Refused:
+    async def destroy_domain(self, name: str) -> Destroyed | Refused:
+        if (refused := self._unavailable()) is not None:
+            return refused
+        now = self.clock.tick()
         result = self.mediator.destroy_domain(name)
-        if isinstance(result, Destroyed):
-            self._apply(result.effects)
-        return result
+        if isinstance(result, Refused):
+            return result
+        record = records.destroy_domain(now, name)
+        return await self._settle(self._accept(record, result.effects)) or result
 
-    def assign_device(self, domain: str, device: str) -> Changed | Refused:
-        result = self.mediator.assign_device(domain, device)
-        if isinstance(result, Changed):
-            self._apply(result.effects)
-        return result
+    async def assign_device(self, domain: str, device: str) -> Changed | Refused:
+        return await self._device(True, domain, device)
 
-    def release_device(self, domain: str, device: str) -> Changed | Refused:
-        result = self.mediator.release_device(domain, device)
-        if isinstance(result, Changed):
-            self._apply(result.effects)
-        return result
+    async def release_device(self, domain: str, device: str) -> Changed | Refused:
+        return await self._device(False, domain, device)
 
-    def raise_interrupt(self, irq: int, domain: str, vcpu: int) -> Raised | Refused:
+    async def _device(self, assign: bool, domain: str, device: str) -> Changed | Refused:
+        if (refused := self._unavailable()) is not None:
+            return refused
+        now = self.clock.tick()
+        change = self.mediator.assign_device if assign else self.mediator.release_device
+        result = change(domain, device)
+        if isinstance(result, Refused):
+            return result
+        record = records.device(now, assign, domain, device)
+        return await self._settle(self._accept(record, result.effects)) or result
+
+    async def raise_interrupt(self, irq: int, domain: str, vcpu: int) -> Raised | Refused:
+        if (refused := self._unavailable()) is not None:
+            return refused
+        now = self.clock.tick()
         result = self.mediator.raise_interrupt(irq, domain, vcpu)
         if isinstance(result, Raised):
+            record = records.raise_interrupt(now, irq, domain, vcpu, result.outcome.value)
+            if (refused := await self._settle(self._accept(record, result.effects))) is not None:
+                return refused
             source = self.mediator.system.irq_devices.get(
                 irq, "vtimer" if irq == VTIMER_PPI else "other"
             )
@@ -307,7 +449,6 @@ class Engine:
                 vcpu=result.vcpu,
                 reason=result.reason or None,
             )
-            self._apply(result.effects)
         return result
 
     # -------------------------------------------------------------- effects

@@ -145,6 +145,26 @@ class Metrics:
             ("step",),
             registry=r,
         )
+        self.journal_commit_seconds = Histogram(
+            "mediatord_journal_commit_seconds",
+            "Time to make one batch of journal records durable (one fsync).",
+            buckets=RPC_BUCKETS,
+            registry=r,
+        )
+        self.journal_records = Counter(
+            "mediatord_journal_records_total",
+            "Records written to the journal (accepted state changes and delivery marks).",
+            registry=r,
+        )
+        self.journal_snapshots = Counter(
+            "mediatord_journal_snapshots_total", "Snapshots written (compactions).", registry=r
+        )
+        self.journal_damage = Counter(
+            "mediatord_journal_damage_total",
+            "Damaged journal data found at start (torn WAL tail, failing checksums).",
+            ("where",),
+            registry=r,
+        )
         self._psci_children: dict[tuple[int, str], Any] = {}
 
     # ---- hot path: one dict lookup and an increment per call

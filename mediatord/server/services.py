@@ -7,6 +7,7 @@ mapped to its gRPC status and everything else becomes a reply.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any, Final, NoReturn
 
@@ -18,7 +19,7 @@ from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
 from mediatord.core.config import DomainConfig
 from mediatord.core.effects import Regs
 from mediatord.core.mediator import Refusal, Refused
-from mediatord.server import convert
+from mediatord.server import convert, export
 from mediatord.server.auth import TARGET_DOMAIN
 from mediatord.server.engine import WATCH_LIMIT, Aborted, Engine
 
@@ -32,6 +33,7 @@ STATUS: Final = {
     Refusal.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     Refusal.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Refusal.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Refusal.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 CONDUITS: Final = frozenset(pb.Conduit.values())
 
@@ -119,7 +121,7 @@ class ControlService(pb_grpc.ControlServicer):
     async def CreateDomain(
         self, request: pb.CreateDomainRequest, context: Context
     ) -> pb.DomainInfo:
-        result = self.engine.create_domain(
+        result = await self.engine.create_domain(
             DomainConfig(
                 name=request.name,
                 id=0,
@@ -137,7 +139,7 @@ class ControlService(pb_grpc.ControlServicer):
     async def DestroyDomain(
         self, request: pb.DestroyDomainRequest, context: Context
     ) -> pb.DestroyDomainResponse:
-        result = self.engine.destroy_domain(request.name)
+        result = await self.engine.destroy_domain(request.name)
         if isinstance(result, Refused):
             await refuse(context, result, rpc="DestroyDomain", domain=request.name)
         return pb.DestroyDomainResponse()
@@ -145,16 +147,20 @@ class ControlService(pb_grpc.ControlServicer):
     async def ListDomains(
         self, request: pb.ListDomainsRequest, context: Context
     ) -> pb.ListDomainsResponse:
+        if (refused := await self.engine.settled()) is not None:
+            await refuse(context, refused, rpc="ListDomains")
         domains = sorted(self.engine.mediator.system.domains.values(), key=lambda d: d.id)
         return pb.ListDomainsResponse(domains=[convert.domain_info(d) for d in domains])
 
     async def GetSystem(self, request: pb.GetSystemRequest, context: Context) -> pb.SystemInfo:
+        if (refused := await self.engine.settled()) is not None:
+            await refuse(context, refused, rpc="GetSystem")
         return convert.system_info(self.engine.mediator)
 
     async def RaiseInterrupt(
         self, request: pb.RaiseInterruptRequest, context: Context
     ) -> pb.RaiseInterruptResponse:
-        result = self.engine.raise_interrupt(request.irq, request.domain, request.vcpu)
+        result = await self.engine.raise_interrupt(request.irq, request.domain, request.vcpu)
         if isinstance(result, Refused):
             await refuse(context, result, rpc="RaiseInterrupt", irq=request.irq)
         return convert.raised(result)
@@ -162,7 +168,7 @@ class ControlService(pb_grpc.ControlServicer):
     async def AssignDevice(
         self, request: pb.AssignDeviceRequest, context: Context
     ) -> pb.AssignDeviceResponse:
-        result = self.engine.assign_device(request.domain, request.device)
+        result = await self.engine.assign_device(request.domain, request.device)
         if isinstance(result, Refused):
             await refuse(context, result, rpc="AssignDevice", device=request.device)
         return pb.AssignDeviceResponse()
@@ -170,7 +176,7 @@ class ControlService(pb_grpc.ControlServicer):
     async def ReleaseDevice(
         self, request: pb.ReleaseDeviceRequest, context: Context
     ) -> pb.ReleaseDeviceResponse:
-        result = self.engine.release_device(request.domain, request.device)
+        result = await self.engine.release_device(request.domain, request.device)
         if isinstance(result, Refused):
             await refuse(context, result, rpc="ReleaseDevice", device=request.device)
         return pb.ReleaseDeviceResponse()
@@ -198,10 +204,20 @@ class ControlService(pb_grpc.ControlServicer):
             )
         await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
+    async def ExportState(
+        self, request: pb.ExportStateRequest, context: Context
+    ) -> pb.ExportStateResponse:
+        if (refused := await self.engine.settled()) is not None:
+            await refuse(context, refused, rpc="ExportState")
+        engine = self.engine
+        journal = None if engine.journal is None else engine.journal.status()
+        doc = export.document(engine.mediator, engine.queued(), journal)
+        return pb.ExportStateResponse(json=json.dumps(doc, indent=2))
+
     async def InjectFault(
         self, request: pb.InjectFaultRequest, context: Context
     ) -> pb.InjectFaultResponse:
-        refused = self.engine.inject_fault(request.step, request.count, request.error)
+        refused = await self.engine.inject_fault(request.step, request.count, request.error)
         if refused is not None:
             await refuse(context, refused, rpc="InjectFault", step=request.step)
         return pb.InjectFaultResponse()

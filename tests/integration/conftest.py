@@ -223,15 +223,21 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 @contextlib.asynccontextmanager
 async def serve(
-    transport: str, socket_dir: Path, clock: ManualClock | None = None
+    transport: str,
+    socket_dir: Path,
+    clock: ManualClock | None = None,
+    state_dir: Path | None = None,
 ) -> AsyncIterator[Mediator]:
-    """A server booted with the default board, on a unix socket or loopback TCP."""
+    """A server booted with the default board, on a unix socket or loopback TCP,
+    journalling in ``state_dir`` (default: a fresh one, as the daemon always does)."""
     listener = (
         app.Listener(unix=socket_dir / "m.sock")
         if transport == "unix"
         else app.Listener(tcp="127.0.0.1:0")
     )
-    server = await app.start(default_board(), [listener], clock=clock)
+    server = await app.start(
+        default_board(), [listener], clock=clock, state_dir=state_dir or socket_dir / "state"
+    )
     target = server.addresses[0]
     if transport == "unix":
         assert target == f"unix:{socket_dir / 'm.sock'}"

@@ -70,25 +70,26 @@ COLUMNS: Final = (
     "Control/ReleaseDevice",
     "Control/RaiseInterrupt",
     "Control/InjectFault",
+    "Control/ExportState",
 )
 
 # docs/security.md "The matrix". Columns as COLUMNS: Guest RPCs | Control reads | other Control.
 # fmt: off
 MATRIX: Final[dict[str, tuple[grpc.StatusCode, ...]]] = {
-    "anonymous":                     (UNAUTH, UNAUTH, UNAUTH, OK,     OK,     OK,     OK,     OK,     OK,     OK,     OK,     OK),      # noqa: E501
-    "operator/ops":                  (DENIED, DENIED, DENIED, OK,     OK,     OK,     OK,     OK,     OK,     OK,     OK,     OK),      # noqa: E501
-    "operator/ops naming domu1":     (DENIED, DENIED, DENIED, OK,     OK,     OK,     OK,     OK,     OK,     OK,     OK,     OK),      # noqa: E501
-    "domain/dom0 for dom0":          (OK,     OK,     OK,     OK,     OK,     OK,     DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),  # noqa: E501
-    "domain/dom0 for domu1":         (DENIED, DENIED, DENIED, OK,     OK,     OK,     DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),  # noqa: E501
-    "domain/domu1 for domu1":        (OK,     OK,     OK,     DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),  # noqa: E501
-    "domain/domu1 for domu2":        (DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),  # noqa: E501
-    "domain/nosuch":                 (UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH),  # noqa: E501
-    "malformed bogus":               (UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH),  # noqa: E501
-    "malformed operator/":           (UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH),  # noqa: E501
-    "x-mediator-domain dom0":        (OK,     OK,     OK,     OK,     OK,     OK,     DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),  # noqa: E501
-    "x-mediator-domain domu1":       (OK,     OK,     OK,     DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),  # noqa: E501
-    "x-mediator-domain nosuch":      (UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH, UNAUTH),  # noqa: E501
-    "domain/domu1 without a target": (UNAUTH, UNAUTH, UNAUTH, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),  # noqa: E501
+    "anonymous":                     (UNAUTH,  UNAUTH,  UNAUTH,  OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,     OK),      # noqa: E501
+    "operator/ops":                  (DENIED,  DENIED,  DENIED,  OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,     OK),      # noqa: E501
+    "operator/ops naming domu1":     (DENIED,  DENIED,  DENIED,  OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,     OK),      # noqa: E501
+    "domain/dom0 for dom0":          (OK,      OK,      OK,      OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
+    "domain/dom0 for domu1":         (DENIED,  DENIED,  DENIED,  OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
+    "domain/domu1 for domu1":        (OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
+    "domain/domu1 for domu2":        (DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
+    "domain/nosuch":                 (UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH, UNAUTH),  # noqa: E501
+    "malformed bogus":               (UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH, UNAUTH),  # noqa: E501
+    "malformed operator/":           (UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH, UNAUTH),  # noqa: E501
+    "x-mediator-domain dom0":        (OK,      OK,      OK,      OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
+    "x-mediator-domain domu1":       (OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
+    "x-mediator-domain nosuch":      (UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH, UNAUTH),  # noqa: E501
+    "domain/domu1 without a target": (UNAUTH,  UNAUTH,  UNAUTH,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
 }
 # fmt: on
 
@@ -104,7 +105,7 @@ def proto_methods() -> set[str]:
 def test_matrix_covers_every_rpc_of_the_proto() -> None:
     assert {s.name for s in pb.DESCRIPTOR.services_by_name.values()} == {"Guest", "Control"}
     assert set(COLUMNS) == proto_methods()
-    assert len(COLUMNS) == len(set(COLUMNS)) == 12
+    assert len(COLUMNS) == len(set(COLUMNS)) == 13
     assert set(MATRIX) == set(PRINCIPALS)
     for row, cells in MATRIX.items():
         assert len(cells) == len(COLUMNS), row
@@ -225,6 +226,10 @@ HARMLESS: Final[dict[str, tuple[Probe, grpc.StatusCode]]] = {
         ),
         OK,
     ),
+    "Control/ExportState": (
+        lambda m, md: control(m, "ExportState", pb.ExportStateRequest(), md),
+        OK,
+    ),
 }
 
 HARMFUL: Final[dict[str, Probe]] = {
@@ -258,6 +263,8 @@ HARMFUL: Final[dict[str, Probe]] = {
     "Control/InjectFault": lambda m, md: control(
         m, "InjectFault", pb.InjectFaultRequest(step="save_gic", count=1), md
     ),
+    # A read, but of every domain's queued events: operators only.
+    "Control/ExportState": lambda m, md: control(m, "ExportState", pb.ExportStateRequest(), md),
 }
 
 

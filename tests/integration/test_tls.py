@@ -235,6 +235,10 @@ CONTROL_PROBES: Final[dict[str, tuple[Callable[[Any, Metadata], Any], grpc.Statu
         lambda c, md: c.ListDomains(pb.ListDomainsRequest(), metadata=md, timeout=TIMEOUT),
         OK,
     ),
+    "ExportState": (
+        lambda c, md: c.ExportState(pb.ExportStateRequest(), metadata=md, timeout=TIMEOUT),
+        OK,
+    ),
     "WatchEvents": (
         lambda c, md: c.WatchEvents(pb.WatchEventsRequest(), metadata=md, timeout=TIMEOUT),
         OK,

@@ -27,7 +27,7 @@ from mediatord.backends.base import (
     PcpuState,
     SocState,
 )
-from mediatord.backends.zynqmp.gic import SGI_PPI, GicContext, GicV2
+from mediatord.backends.zynqmp.gic import SGI_PPI, CpuInterface, Distributor, GicContext, GicV2
 from mediatord.backends.zynqmp.pmu import Pmu
 from mediatord.core.clock import Clock
 from mediatord.core.psci import PsciRet
@@ -95,6 +95,21 @@ class ZynqMP:
         "el2.restore": INTERNAL_FAILURE,
     }
 
+    # The attributes that hold the hardware's state (the rest is wiring).
+    _STATE: Final = (
+        "wake_sources", "pcpu", "masked", "soc", "timer_ctl", "timer_cval", "watchdog_on",
+        "watchdog_expiry_ns", "el2", "armed", "latched", "pending", "resume_entry",
+    )  # fmt: skip
+    STATE_TYPES: tuple[type, ...] = (
+        Faults,
+        PcpuState,
+        SocState,
+        GicContext,
+        Distributor,
+        CpuInterface,
+        *Pmu.STATE_TYPES,
+    )
+
     def __init__(
         self, pcpus: int, boot_pcpu: int, clock: Clock, devices: frozenset[int] = frozenset()
     ) -> None:
@@ -150,6 +165,30 @@ class ZynqMP:
     def drain_steps(self) -> list[BackendStep]:
         steps, self._steps = self._steps, []
         return steps
+
+    def save_state(self) -> dict[str, object]:
+        state: dict[str, object] = {name: getattr(self, name) for name in self._STATE}
+        state |= {
+            "faults": self.faults,
+            "gic": (self.gic.dist, self.gic.cpus),
+            "firmware": self.firmware.save_state(),
+        }
+        return state
+
+    def load_state(self, state: dict[str, object]) -> None:
+        expected = {*self._STATE, "faults", "gic", "firmware"}
+        if set(state) != expected:
+            raise ValueError(f"ZynqMP state has keys {sorted(state)}, expected {sorted(expected)}")
+        for name in self._STATE:
+            setattr(self, name, state[name])
+        faults, gic, firmware = state["faults"], state["gic"], state["firmware"]
+        if not (isinstance(faults, Faults) and isinstance(gic, tuple)):
+            raise ValueError("ZynqMP faults or GIC state of the wrong type")
+        if not isinstance(firmware, dict):
+            raise ValueError("ZynqMP firmware state is not a dict")
+        self.faults = faults
+        self.gic.dist, self.gic.cpus = gic
+        self.firmware.load_state(firmware)
 
     def pcpu_state(self, pcpu: int) -> PcpuState:
         return self.pcpu[pcpu]

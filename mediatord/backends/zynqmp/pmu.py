@@ -313,6 +313,17 @@ class Pmu:
     def snapshot(self) -> PmState:
         return copy.deepcopy(self.state)
 
+    STATE_TYPES: Final = (PmState, SlaveNode, Requirement)
+
+    def save_state(self) -> dict[str, object]:
+        return {"state": self.state, "before_suspend": self._before_suspend}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        pm_state, before = state["state"], state["before_suspend"]
+        if not isinstance(pm_state, PmState) or not (before is None or isinstance(before, dict)):
+            raise ValueError("PMU state is not a PmState and an optional dict")
+        self.state, self._before_suspend = pm_state, before
+
     def power_down_for_suspend(self) -> None:
         """At SoC suspend: what no one requires and no wake needs goes off."""
         self._before_suspend = {n: s.on for n, s in self.state.slaves.items()}

@@ -1,0 +1,240 @@
+"""Group commit: the engine's journal records made durable in batches.
+
+The engine runs an operation on the event loop, logs its record here and holds
+the operation's answer and effects until the record is durable. Records logged
+while a batch is being written form the next batch, so calls that arrive
+together share one fsync; the write runs on a thread of its own, and the event
+loop keeps serving meanwhile (reads and more calls, whose answers wait their
+turn in the same way).
+
+Every ``snapshot_every`` records the batch also carries a snapshot of the whole
+state, which lets the store drop the records before it (compaction): a restart
+reads one snapshot and at most that many records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final
+
+from mediatord import logs
+from mediatord.core import effects as fx
+from mediatord.core import statecodec
+from mediatord.core.mediator import Mediator
+from mediatord.core.records import Record
+from mediatord.journal import Journal
+from mediatord.server.metrics import Metrics
+
+SNAPSHOT_EVERY: Final = 10_000
+SNAPSHOT_FORMAT: Final = 1
+
+log = logs.get("mediatord.journal")
+
+# A domain's queued VcpuEvents by domain id: (domain name, events).
+Mailboxes = dict[int, tuple[str, deque[fx.DomainEvent]]]
+
+
+class JournalWriteError(Exception):
+    """A batch could not be made durable: nothing in it may be acknowledged."""
+
+
+def fold_mailboxes(mailboxes: Mailboxes, effects: Iterable[fx.Effect], limit: int) -> None:
+    """What the effects do to the domains' queued events (as the engine delivers them)."""
+    for effect in effects:
+        match effect:
+            case fx.DomainEvent():
+                mailboxes[effect.domain_id][1].append(effect)
+            case fx.DomainCreated():
+                mailboxes[effect.domain_id] = (effect.domain, deque(maxlen=limit))
+            case fx.DomainDestroyed():
+                del mailboxes[effect.domain_id]
+
+
+def encode_snapshot(
+    mediator: Mediator, mailboxes: Mapping[int, tuple[str, Iterable[fx.DomainEvent]]]
+) -> bytes:
+    body = {
+        "format": SNAPSHOT_FORMAT,
+        "clock_ns": mediator.clock.now_ns(),
+        "mediator": mediator.save_state(),
+        "mailboxes": statecodec.encode({i: (n, list(e)) for i, (n, e) in mailboxes.items()}),
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_snapshot(mediator: Mediator, body: bytes, limit: int) -> Mailboxes:
+    """Put ``mediator`` (freshly booted) in the snapshot's state; the snapshot's
+    queued events. Raises statecodec.CodecError."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise statecodec.CodecError(f"the snapshot is not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise statecodec.CodecError(
+            f"snapshot format {found!r} is not the {SNAPSHOT_FORMAT} this mediatord reads"
+        )
+    mediator.clock.set(data["clock_ns"])
+    mediator.load_state(data["mediator"])
+    decoded = statecodec.Decoder((fx.DomainEvent, *_EVENT_TYPES)).decode(data["mailboxes"])
+    return {i: (name, deque(events, maxlen=limit)) for i, (name, events) in decoded.items()}
+
+
+_EVENT_TYPES: Final = (
+    fx.Start, fx.Resume, fx.Pause, fx.Unpause, fx.Wake, fx.Shutdown, fx.ShutdownReason,
+    fx.SuspendRequest,
+)  # fmt: skip
+
+
+class GroupCommit:
+    """The daemon's writer of journal records; use on the event loop only."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        metrics: Metrics,
+        *,
+        snapshot: Callable[[], bytes],
+        marks: Callable[[], list[Record]],
+        on_durable: Callable[[int], None],
+        on_failure: Callable[[BaseException], None],
+        snapshot_seq: int,
+        snapshot_every: int = SNAPSHOT_EVERY,
+        about: Mapping[str, object] | None = None,
+    ) -> None:
+        """``about``: what start found (state directory, recovery), for status."""
+        self.journal = journal
+        self.metrics = metrics
+        self._snapshot = snapshot
+        self._marks = marks
+        self._on_durable = on_durable
+        self._on_failure = on_failure
+        self.snapshot_every = snapshot_every
+        self.about = dict(about or {})
+        self.appended = self.durable = journal.last_seq
+        self.snapshot_seq = snapshot_seq
+        self.failed: JournalWriteError | None = None
+        self._pending: list[Record] = []
+        self._next: asyncio.Future[None] | None = None  # done when _pending is durable
+        self._writing: tuple[int, asyncio.Future[None]] | None = None
+        self._scheduled = False
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="journal")
+
+    def status(self) -> dict[str, object]:
+        return self.about | {
+            "seq": self.appended,
+            "durable_seq": self.durable,
+            "snapshot_seq": self.snapshot_seq,
+            "snapshot_every": self.snapshot_every,
+            "failed": None if self.failed is None else str(self.failed),
+        }
+
+    def log(self, record: Record) -> int:
+        """Queue ``record``; its sequence number (durable once :meth:`wait` returns)."""
+        if self.failed is not None:
+            raise self.failed
+        self._pending.append(record)
+        self.appended += 1
+        if self._next is None:
+            self._next = self._loop.create_future()
+            self._next.add_done_callback(_retrieve)
+        if self._writing is None and not self._scheduled:
+            # After the callbacks already queued: calls that arrived together join.
+            self._scheduled = True
+            self._loop.call_soon(self._start)
+        return self.appended
+
+    async def wait(self, seq: int) -> None:
+        """Return once record ``seq`` is durable; raise JournalWriteError if it cannot be."""
+        while seq > self.durable:
+            if self.failed is not None:
+                raise self.failed
+            if self._writing is not None and seq <= self._writing[0]:
+                future = self._writing[1]
+            else:
+                assert self._next is not None
+                future = self._next
+            # Shielded: a cancelled RPC must not cancel the batch it is in.
+            await asyncio.shield(future)
+
+    def _start(self) -> None:
+        self._scheduled = False
+        if self._writing is not None or not self._pending or self.failed is not None:
+            return
+        for mark in self._marks():
+            self.log(mark)
+        batch, self._pending = self._pending, []
+        future, self._next = self._next, None
+        assert future is not None
+        upto = self.appended
+        snapshot = self._snapshot() if upto - self.snapshot_seq >= self.snapshot_every else None
+        self._writing = (upto, future)
+        work = self._loop.run_in_executor(self._executor, self._write, batch, upto, snapshot)
+        work.add_done_callback(lambda done: self._written(done, len(batch), upto, snapshot))
+
+    def _write(self, batch: list[Record], upto: int, snapshot: bytes | None) -> float:
+        started = time.perf_counter()
+        last = self.journal.append(batch)
+        assert last == upto, (last, upto)
+        if snapshot is not None:
+            self.journal.snapshot(upto, snapshot)
+        return time.perf_counter() - started
+
+    def _written(
+        self, done: asyncio.Future[float], count: int, upto: int, snapshot: bytes | None
+    ) -> None:
+        assert self._writing is not None
+        _, future = self._writing
+        self._writing = None
+        error = done.exception()
+        if error is not None:
+            self.failed = JournalWriteError(f"the journal could not be written: {error}")
+            log.critical("journal write failed", error=str(error), records=count, upto=upto)
+            future.set_exception(self.failed)
+            if self._next is not None:
+                self._next.set_exception(self.failed)
+                self._next = None
+            self._on_failure(error)
+            return
+        self.metrics.journal_commit_seconds.observe(done.result())
+        self.metrics.journal_records.inc(count)
+        if snapshot is not None:
+            self.snapshot_seq = upto
+            self.metrics.journal_snapshots.inc()
+            log.info("journal snapshot", seq=upto, bytes=len(snapshot))
+        self.durable = upto
+        self._on_durable(upto)
+        future.set_result(None)
+        if self._pending:
+            self._start()
+
+    async def close(self, snapshot: bool = True) -> None:
+        """Write what is queued (and a snapshot, for a fast restart), then close."""
+        try:
+            if self.failed is None:
+                for mark in self._marks():
+                    self.log(mark)
+                await self.wait(self.appended)
+                if snapshot and self.appended > self.snapshot_seq:
+                    body = self._snapshot()
+                    seq = self.appended
+                    await self._loop.run_in_executor(
+                        self._executor, self.journal.snapshot, seq, body
+                    )
+                    self.snapshot_seq = seq
+                    log.info("journal snapshot", seq=seq, bytes=len(body))
+        finally:
+            self._executor.shutdown(wait=True)
+            self.journal.close()
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    # A failed batch nobody waited for must not log "exception never retrieved".
+    if not future.cancelled():
+        future.exception()
