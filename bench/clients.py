@@ -34,10 +34,21 @@ REQUESTS = (
     pb.SmcCall(vcpu=0, function_id=PSCI_VERSION),
     pb.SmcCall(vcpu=0, function_id=AFFINITY_INFO_64, args=(0, 0)),
 )
-# What mediatord answers (PSCI 1.1; vCPU 0 is ON) and what the echo answers.
+CPU_OFF = 0x8400_0002
+CPU_ON_64 = 0xC400_0003
+# (g): two calls that change state, so that each is journalled: vCPU 0 powers
+# vCPU 1 on, then vCPU 1 powers itself off.
+CHANGING = (
+    pb.SmcCall(vcpu=0, function_id=CPU_ON_64, args=(1, 0x4000_1000, 0)),
+    pb.SmcCall(vcpu=1, function_id=CPU_OFF),
+)
+# The requests of each kind of target, and what it answers (mediatord: PSCI 1.1,
+# vCPU 0 is ON; CPU_ON and CPU_OFF succeed; the echo: the function ID back).
+REQUESTS_OF = {"mediatord": REQUESTS, "echo": REQUESTS, "changing": CHANGING}
 EXPECTED = {
     "mediatord": ([0x1_0001, 0, 0, 0], [0, 0, 0, 0]),
     "echo": ([PSCI_VERSION, 0, 0, 0], [AFFINITY_INFO_64, 0, 0, 0]),
+    "changing": ([0, 0, 0, 0], [0, 0, 0, 0]),
 }
 DOMAIN_KEY = "x-mediator-domain"
 RPC_TIMEOUT = 10.0
@@ -76,12 +87,13 @@ class Target:
         self.stub = pb_grpc.GuestStub(self.channel)
         self.metadata = ((DOMAIN_KEY, domain),)
         self.kind = kind
+        self.requests = REQUESTS_OF[kind]
 
     async def warm_up(self, calls: int = WARMUP_CALLS) -> None:
         await asyncio.wait_for(self.channel.channel_ready(), RPC_TIMEOUT)
         for n in range(calls):
             reply = await self.stub.Call(
-                REQUESTS[n & 1], metadata=self.metadata, timeout=RPC_TIMEOUT
+                self.requests[n & 1], metadata=self.metadata, timeout=RPC_TIMEOUT
             )
             expected = EXPECTED[self.kind][n & 1]
             if list(reply.regs) != expected:
@@ -90,7 +102,7 @@ class Target:
 
 async def unary(target: Target, seconds: float, max_calls: int) -> dict[str, Any]:
     """Sequential Guest.Call: one call in flight, alternating the two requests."""
-    call, metadata = target.stub.Call, target.metadata
+    call, metadata, requests = target.stub.Call, target.metadata, target.requests
     latencies: list[int] = []
     clock = time.perf_counter_ns
     cpu0 = time.process_time()
@@ -98,9 +110,10 @@ async def unary(target: Target, seconds: float, max_calls: int) -> dict[str, Any
     deadline = start + int(seconds * 1e9)
     count = 0
     now = start
-    while count < max_calls and now < deadline:
+    # Whole pairs only: the changing pair (CPU_ON, CPU_OFF) must leave vCPU 1 off.
+    while (count < max_calls and now < deadline) or count & 1:
         began = now
-        await call(REQUESTS[count & 1], metadata=metadata, timeout=RPC_TIMEOUT)
+        await call(requests[count & 1], metadata=metadata, timeout=RPC_TIMEOUT)
         now = clock()
         latencies.append(now - began)
         count += 1
@@ -122,7 +135,7 @@ async def stream(target: Target, window: int, seconds: float, max_msgs: int) -> 
         while count < max_msgs and clock() < deadline:
             await credits.acquire()
             sent.append(clock())
-            await rpc.write(REQUESTS[count & 1])
+            await rpc.write(target.requests[count & 1])
             count += 1
         await rpc.done_writing()
         return count
@@ -167,7 +180,7 @@ class Agents:
             now = time.monotonic()
             while count < max_calls and now < end_at:
                 began = time.perf_counter_ns()
-                await call(REQUESTS[count & 1], metadata=metadata, timeout=RPC_TIMEOUT)
+                await call(target.requests[count & 1], metadata=metadata, timeout=RPC_TIMEOUT)
                 latencies.append(time.perf_counter_ns() - began)
                 count += 1
                 now = time.monotonic()

@@ -12,7 +12,11 @@ Sections, each figure the median of repeated runs with min and max:
   (e) core-only dispatch (bench/core_dispatch.py's loop, no gRPC): calls/s;
   (f) host suspend + resume with 10, 100, 1000 domains (bench/host_suspend.py):
       process CPU time;
-  (g) journal on vs off: not available (there is no journal yet, issue 9).
+  (g) journal on vs off: Guest.Call sequential with two state-changing calls
+      (domu1: vCPU 0 CPU_ON of vCPU 1, vCPU 1 CPU_OFF; each journalled, one fsync
+      each) and with (b)'s read-only pair, against mediatord with --state-dir and
+      with --no-journal, interleaved; the store's append cost by batch size; and
+      the start-up replay of a journal of 10^5 real records (bench/journal_store.py).
 Then the ratios of this run and the targets, each met / not met with its numbers.
 It reports; it never fails on a target (exit 0 unless the benchmark itself broke).
 
@@ -57,6 +61,7 @@ from typing import Any, TextIO
 
 import core_dispatch
 import host_suspend
+import journal_store
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -75,6 +80,8 @@ TARGET_STREAM_VS_BIDI = 0.8
 TARGET_CORE_CALLS = 200_000
 TARGET_HOST_GROWTH = 10.0
 TARGET_HOST_1000_MS = 50.0
+TARGET_JOURNAL_ON_VS_OFF = 0.5
+TARGET_REPLAY_SECONDS = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,10 +94,12 @@ class Mode:
     engine_calls: int
     host_cycles: int
     profile_seconds: float
+    journal_batches: int
+    replay_records: int
 
 
-FULL = Mode("full", 10, 1.0, 1.5, 300_000, 100_000, 20, 4.0)
-SHORT = Mode("short", 3, 0.25, 0.3, 30_000, 10_000, 3, 0.0)
+FULL = Mode("full", 10, 1.0, 1.5, 300_000, 100_000, 20, 4.0, 200, 100_000)
+SHORT = Mode("short", 3, 0.25, 0.3, 30_000, 10_000, 3, 0.0, 20, 12_000)
 MAX_RATE = 100_000  # no run makes more than seconds * MAX_RATE calls
 
 
@@ -206,11 +215,14 @@ def start_echo(
     return process, {"unix": unix, "tcp": tcp}
 
 
-def start_mediatord(tmp: Path) -> tuple[Process, dict[str, str]]:
-    sock = tmp / "mediatord.sock"
+def start_mediatord(
+    tmp: Path, name: str = "mediatord", journal: bool = True
+) -> tuple[Process, dict[str, str]]:
+    sock = tmp / f"{name}.sock"
     argv = [PYTHON, "-m", "mediatord", "serve", "--unix", str(sock), "--listen", "127.0.0.1:0"]
+    state = ["--state-dir", str(tmp / f"{name}-state")] if journal else ["--no-journal"]
     process = Process(
-        "mediatord", [*argv, "--metrics-listen", "off", "--log-level", "warning"], tmp
+        name, [*argv, *state, "--metrics-listen", "off", "--log-level", "warning"], tmp
     )
     addresses = listening(process, r"mediatord listening on (\S+)", 2)
     unix = next(a for a in addresses if a.startswith("unix:"))
@@ -342,6 +354,77 @@ def paired(
         r[field] for r in runs[under]
     )
     return {"of": over, "to": under, "field": field, **spread(per_round), "of_medians": medians}
+
+
+# ----------------------------------------------------------- (g): journal
+
+JOURNAL_CELLS = (
+    # (key, target name in the worker, server)
+    ("g.on.changing", "jon_changing", "mediatord"),
+    ("g.off.changing", "joff_changing", "nojournal"),
+    ("g.on.reads", "mediatord", "mediatord"),
+    ("g.off.reads", "joff_reads", "nojournal"),
+)
+
+
+def journal(
+    mode: Mode,
+    tmp: Path,
+    worker: Process,
+    mediatord: tuple[Process, dict[str, str]],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Journal on (the deployed mediatord) vs off (a --no-journal one), interleaved."""
+    nojournal = start_mediatord(tmp, "nojournal", journal=False)
+    servers = {"mediatord": mediatord, "nojournal": nojournal}
+    try:
+        for _, name, server in JOURNAL_CELLS:
+            if name == "mediatord":
+                continue  # (b)'s target, connected already
+            kind = "changing" if name.endswith("changing") else "mediatord"
+            address = servers[server][1]["unix"]
+            worker.request(
+                {"op": "connect", "name": f"{name}.unix", "address": address, "domain": "domu1",
+                 "kind": kind},
+                30,
+            )  # fmt: skip
+        runs: dict[str, list[dict[str, Any]]] = {key: [] for key, *_ in JOURNAL_CELLS}
+        for round_ in range(mode.rounds):
+            order = JOURNAL_CELLS if round_ % 2 == 0 else tuple(reversed(JOURNAL_CELLS))
+            for key, name, server in order:
+                result = run_cell(
+                    worker,
+                    servers[server][0],
+                    server_name=name,
+                    op="unary",
+                    transport="unix",
+                    seconds=mode.cell_seconds,
+                )
+                result.pop("latencies_us")
+                runs[key].append(result)
+        log(f"  {mode.rounds} rounds done")
+    finally:
+        nojournal[0].stop()
+    with tempfile.TemporaryDirectory(prefix="mbench-journal-", dir=tmp) as scratch:
+        directory = Path(scratch)
+        log("  the store: append by batch size, and the replay of a real journal")
+        store = [journal_store.append_cost(directory, b, mode.journal_batches) for b in (1, 32)]
+        replay = journal_store.replay_cost(directory, mode.replay_records, mode.rounds)
+    return {
+        "available": True,
+        "cells": {key: cell_summary(r) for key, r in runs.items()},
+        "ratios": {
+            "on_vs_off_throughput.changing": paired(
+                runs, "g.on.changing", "g.off.changing", "rate"
+            ),
+            "on_vs_off_throughput.reads": paired(runs, "g.on.reads", "g.off.reads", "rate"),
+            "on_vs_off_server_cpu_per_call.changing": paired(
+                runs, "g.on.changing", "g.off.changing", "server_us_per_call"
+            ),
+        },
+        "append": store,
+        "replay": replay,
+    }
 
 
 # ----------------------------------------------------------- (d): agents
@@ -709,6 +792,31 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             "numbers": f"{rng(ms, 2)} ms",
         }
     )
+    j = report["journal"]
+    r = j["ratios"]["on_vs_off_throughput.changing"]
+    reads = j["ratios"]["on_vs_off_throughput.reads"]
+    out.append(
+        {
+            "target": f"journal on >= {TARGET_JOURNAL_ON_VS_OFF}x journal off, unary "
+            "state-changing calls (unix)",
+            "value": r["median"],
+            "met": r["median"] >= TARGET_JOURNAL_ON_VS_OFF,
+            "numbers": f"{r['median']:.2f}x (runs {r['min']:.2f}-{r['max']:.2f}); read-only "
+            f"calls {reads['median']:.2f}x",
+        }
+    )
+    replay = j["replay"]
+    seconds = replay["no_snapshot"]["seconds"]
+    out.append(
+        {
+            "target": f"replay of a {replay['records']:,}-record journal < "
+            f"{TARGET_REPLAY_SECONDS:g} s (the issue's size: 100,000, full mode)",
+            "value": seconds,
+            "met": seconds < TARGET_REPLAY_SECONDS,
+            "numbers": f"{seconds:.3f} s without a snapshot, "
+            f"{replay['snapshot_every_10000']['seconds']:.3f} s with one",
+        }
+    )
     return out
 
 
@@ -790,10 +898,35 @@ def table(report: dict[str, Any]) -> str:
             f"{'':4} {'':56} 1000/100: {data['growth_1000_over_100']:.2f}x, marginal "
             f"{data['marginal_us_per_domain']:.2f} us/domain"
         )
-    add(f"(g)  {'journal on vs off':56} {report['journal']['status']}")
+    j = report["journal"]
+    for key, label in (
+        ("g.on.changing", "(g)  Guest.Call CPU_ON/CPU_OFF, journal on"),
+        ("g.off.changing", "     Guest.Call CPU_ON/CPU_OFF, journal off"),
+        ("g.on.reads", "     Guest.Call (b)'s reads, journal on"),
+        ("g.off.reads", "     Guest.Call (b)'s reads, journal off"),
+    ):
+        c = j["cells"][key]
+        add(
+            f"{label[:4]} {label[5:]:46} {'unix':9} {rng(c['rate']):>24} "
+            f"{rng(c['p50_us']):>20} {rng(c['p99_us']):>22} "
+            f"{c['server_us_per_call']['median']:>16.0f}"
+        )
+    for row in j["append"]:
+        add(
+            f"{'':4} {'journal append, batch of ' + str(row['batch']):56} "
+            f"{row['per_batch_ms']:.3f} ms per batch (one fsync), {row['records_per_s']:,} "
+            "records/s"
+        )
+    r = j["replay"]
+    for key, text in (("no_snapshot", "no snapshot"), ("snapshot_every_10000", "snapshot")):
+        label = f"start-up replay of {r[key]['replayed']:,} records ({text})"
+        add(
+            f"{'':4} {label:56} {r[key]['seconds']:.3f} s (max {r[key]['seconds_max']:.3f}) "
+            f"of a {r['records']:,}-record journal"
+        )
     add("")
     add("ratios (run by run in the same rounds; median [min-max], and ratio of medians):")
-    for key, r in report["ratios"].items():
+    for key, r in (report["ratios"] | {f"journal.{k}": v for k, v in j["ratios"].items()}).items():
         add(
             f"  {key:56} {r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]  "
             f"(of medians {r['of_medians']:.2f})"
@@ -962,6 +1095,8 @@ def run(mode: Mode, svg: Path | None, log: Callable[[str], None]) -> dict[str, A
                         mode, tmp, worker=worker, server=echo, target="echo.unix", svg=None
                     ),
                 }
+            log("(g): journal on vs off")
+            report["journal"] = journal(mode, tmp, worker, (mediatord, mediatord_at), log)
             worker.stop()
             echo.stop()
             for name in ("echo_pass", "echo_icpt"):
@@ -976,10 +1111,6 @@ def run(mode: Mode, svg: Path | None, log: Callable[[str], None]) -> dict[str, A
     report["core"] = core(mode)
     log("(f): host suspend + resume")
     report["host"] = host(mode)
-    report["journal"] = {
-        "available": False,
-        "status": "not available: the daemon does not journal yet (issue 9)",
-    }
     report["targets"] = targets(report)
     report["seconds"] = time.monotonic() - started
     report["machine"]["load_average_at_end"] = os.getloadavg()

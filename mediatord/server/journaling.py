@@ -7,6 +7,12 @@ together share one fsync; the write runs on a thread of its own, and the event
 loop keeps serving meanwhile (reads and more calls, whose answers wait their
 turn in the same way).
 
+Writing on the event loop itself was measured too: a lone caller saves the
+hand-off to the thread and back, but while the loop sits in fsync no call is
+taken in, so nothing batches (8 agents of state-changing calls, in-process:
+1,503 commits for 1,608 records inline, 484 for 1,608 with the thread, at twice
+the throughput).
+
 Every ``snapshot_every`` records the batch also carries a snapshot of the whole
 state, which lets the store drop the records before it (compaction): a restart
 reads one snapshot and at most that many records.
@@ -175,8 +181,15 @@ class GroupCommit:
         upto = self.appended
         snapshot = self._snapshot() if upto - self.snapshot_seq >= self.snapshot_every else None
         self._writing = (upto, future)
-        work = self._loop.run_in_executor(self._executor, self._write, batch, upto, snapshot)
-        work.add_done_callback(lambda done: self._written(done, len(batch), upto, snapshot))
+        self._executor.submit(self._write_then_tell, batch, upto, snapshot)
+
+    def _write_then_tell(self, batch: list[Record], upto: int, snapshot: bytes | None) -> None:
+        # On the journal thread: one hop back to the loop, with the outcome.
+        try:
+            outcome: float | BaseException = self._write(batch, upto, snapshot)
+        except Exception as exc:
+            outcome = exc
+        self._loop.call_soon_threadsafe(self._written, outcome, len(batch), upto, snapshot)
 
     def _write(self, batch: list[Record], upto: int, snapshot: bytes | None) -> float:
         started = time.perf_counter()
@@ -187,13 +200,13 @@ class GroupCommit:
         return time.perf_counter() - started
 
     def _written(
-        self, done: asyncio.Future[float], count: int, upto: int, snapshot: bytes | None
+        self, outcome: float | BaseException, count: int, upto: int, snapshot: bytes | None
     ) -> None:
         assert self._writing is not None
         _, future = self._writing
         self._writing = None
-        error = done.exception()
-        if error is not None:
+        if isinstance(outcome, BaseException):
+            error = outcome
             self.failed = JournalWriteError(f"the journal could not be written: {error}")
             log.critical("journal write failed", error=str(error), records=count, upto=upto)
             future.set_exception(self.failed)
@@ -202,7 +215,7 @@ class GroupCommit:
                 self._next = None
             self._on_failure(error)
             return
-        self.metrics.journal_commit_seconds.observe(done.result())
+        self.metrics.journal_commit_seconds.observe(outcome)
         self.metrics.journal_records.inc(count)
         if snapshot is not None:
             self.snapshot_seq = upto
