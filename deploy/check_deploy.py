@@ -1,6 +1,7 @@
 """The live half of `make check-deploy`: a real daemon, a workload, its /metrics.
 
-1. starts ``mediatord serve --unix <tmp> --metrics-listen 127.0.0.1:0 --log-format json``
+1. starts ``mediatord serve --unix <tmp> --metrics-listen 127.0.0.1:0 --state-dir <tmp>/state
+   --log-format json``
    (port 0: the daemon picks a free port and prints it);
 2. runs deploy/healthcheck.py against it (the container's probe);
 3. drives a short workload over gRPC with mediator_client: PSCI and SMCCC calls
@@ -92,6 +93,8 @@ def start_daemon(mediatord: str, socket: Path, stderr: Any) -> tuple[subprocess.
         str(socket),
         "--metrics-listen",
         "127.0.0.1:0",
+        "--state-dir",
+        str(socket.parent / "state"),
         "--log-format",
         "json",
     ]

@@ -165,6 +165,8 @@ class Metrics:
             ("where",),
             registry=r,
         )
+        for where in ("wal", "records"):  # at 0 from the start: an alert sees the first one
+            self.journal_damage.labels(where)
         self._psci_children: dict[tuple[int, str], Any] = {}
 
     # ---- hot path: one dict lookup and an increment per call
