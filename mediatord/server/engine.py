@@ -18,6 +18,7 @@ waits for the records before it too.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -190,8 +191,9 @@ class Engine:
         self.journal: GroupCommit | None = None
         self._watch_seq = 0
         self._blocked: dict[tuple[int, int], asyncio.Future[Regs | Aborted]] = {}
-        # Effects of logged operations, waiting for their record to be durable.
-        self._held: deque[tuple[int, tuple[Effect, ...]]] = deque()
+        # Effects of logged operations, waiting for their record to be durable, with
+        # the context of the RPC that caused them (its log fields: request id, rpc).
+        self._held: deque[tuple[int, tuple[Effect, ...], contextvars.Context]] = deque()
         self._marked: dict[int, int] = {}
         if mailboxes is None:
             self._apply(boot_effects)
@@ -214,7 +216,7 @@ class Engine:
         boxes: Mailboxes = {
             i: (m.name, deque(m.events, maxlen=MAILBOX_LIMIT)) for i, m in self.mailboxes.items()
         }
-        for _, effects in self._held:
+        for _, effects, _ in self._held:
             fold_mailboxes(boxes, effects, MAILBOX_LIMIT)
         return boxes
 
@@ -234,7 +236,8 @@ class Engine:
         """Records up to ``seq`` are durable: deliver what their operations did."""
         held = self._held
         while held and held[0][0] <= seq:
-            self._apply(held.popleft()[1])
+            _, effects, context = held.popleft()
+            context.run(self._apply, effects)
 
     def _accept(self, record: records.Record | None, effects: tuple[Effect, ...]) -> int:
         """An operation ran: log its record (None: it changed nothing) and deliver
@@ -247,7 +250,7 @@ class Engine:
         seq = journal.appended if record is None else journal.log(record)
         if seq > journal.durable or self._held:
             if effects:
-                self._held.append((seq, effects))
+                self._held.append((seq, effects, contextvars.copy_context()))
         elif effects:
             self._apply(effects)
         return seq
