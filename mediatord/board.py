@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mediatord.core.config import (
+    BACKEND_NODES,
     BoardConfig,
     DeviceConfig,
     DomainConfig,
@@ -76,6 +77,14 @@ class _Reader:
         return (base or 0, size or 0)
 
 
+def _node(r: _Reader, dev: dict[str, Any], key: str, backend: object) -> int:
+    """The device's EEMI node: required where the backend's firmware has nodes,
+    absent (0) elsewhere (board_problems refuses one given there)."""
+    if "node" in dev or backend in BACKEND_NODES:
+        return int(r.get(dev, key, "node", int) or 0)
+    return 0
+
+
 def _kind_name(kind: type) -> str:
     return {
         int: "an integer",
@@ -113,7 +122,7 @@ def parse_board(text: str, source: str = "<board>") -> BoardConfig:
         devices.append(
             DeviceConfig(
                 name=name,
-                node_id=r.get(dev, key, "node", int) or 0,
+                node_id=_node(r, dev, key, board.get("backend")),
                 irq=r.get(dev, key, "irq", int) or 0,
                 mmio_base=base,
                 mmio_size=size,
@@ -165,11 +174,22 @@ def parse_board(text: str, source: str = "<board>") -> BoardConfig:
     return config
 
 
+def embedded_boards() -> list[str]:
+    """The names of the boards that come with mediatord (``--board NAME``)."""
+    files = resources.files("mediatord.boards").iterdir()
+    return sorted(f.name.removesuffix(".toml") for f in files if f.name.endswith(".toml"))
+
+
 def load_board(path: str | Path | None = None) -> BoardConfig:
-    """Read a board file, or the embedded default board when ``path`` is None."""
-    if path is None:
-        text = resources.files("mediatord.boards").joinpath(DEFAULT_BOARD).read_text("utf-8")
-        return parse_board(text, f"<embedded {DEFAULT_BOARD}>")
+    """Read a board file; or an embedded board by name (``zcu102``, ``generic``), the
+    default one when ``path`` is None. A file of that name in the working
+    directory wins over the embedded board."""
+    name = DEFAULT_BOARD.removesuffix(".toml") if path is None else str(path)
+    if not Path(name).exists() and name in embedded_boards():
+        file = f"{name}.toml"
+        text = resources.files("mediatord.boards").joinpath(file).read_text("utf-8")
+        return parse_board(text, f"<embedded {file}>")
+    assert path is not None
     path = Path(path)
     try:
         text = path.read_text("utf-8")

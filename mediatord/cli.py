@@ -33,8 +33,9 @@ def _board_arg(parser: argparse.ArgumentParser) -> None:
         "--board",
         metavar="FILE",
         type=Path,
-        help="TOML board file (domains, devices, pCPUs); default: the embedded ZCU102 board "
-        "with dom0, domu1 and domu2 (docs/board-file.md)",
+        help="TOML board file (domains, devices, pCPUs), or the name of an embedded board: "
+        "zcu102 (the default: a ZynqMP with dom0, domu1 and domu2) or generic (a QEMU "
+        "virt-like GICv3 board without power firmware); docs/board-file.md",
     )
 
 
@@ -150,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-board",
         help="validate a board file",
-        description="Read a board file and report every problem with its key, or print a "
-        "summary of the board when it is valid.",
+        description="Read a board file (or an embedded board: zcu102, generic) and report "
+        "every problem with its key, or print a summary of the board when it is valid.",
     )
     check.add_argument("file", metavar="FILE", type=Path)
 

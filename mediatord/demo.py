@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import textwrap
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -29,7 +30,7 @@ from mediator_client.calls import Call, raw
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.core import effects as fx
 from mediatord.core.clock import ManualClock
-from mediatord.core.config import BoardConfig, DomainConfig
+from mediatord.core.config import BACKEND_NODES, BoardConfig, DomainConfig
 from mediatord.core.eemi import CAP_ACCESS, CAP_WAKEUP, NODES
 from mediatord.core.model import VTIMER_PPI
 from mediatord.server import app
@@ -39,14 +40,33 @@ WAIT_S: Final = 10.0
 Say = Callable[[str], None]
 
 INTRO = """\
-What you are looking at: one board (a Xilinx ZynqMP with 4 CPUs), a hypervisor
-(this daemon) and three virtual machines ("domains"): dom0, which manages the
-board, and two guests, domu1 and domu2. Each domain has virtual CPUs (vCPUs) and
-devices. Guests switch their vCPUs and devices on and off with firmware calls
-(PSCI for CPUs, EEMI for devices); the daemon answers them as the hypervisor and
+What you are looking at: one board ({board}), a hypervisor (this daemon) and
+{domains} virtual machines ("domains"): {hardware}, which manages the board, and the
+guests. Each domain has virtual CPUs (vCPUs) and devices. Guests switch their vCPUs
+{firmware} with firmware calls; the daemon answers them as the hypervisor and
 firmware would, and refuses what a guest may not do. Suspend-to-RAM goes in
-order: the guests suspend themselves, then dom0 suspends, which suspends the
+order: the guests suspend themselves, then {hardware} suspends, which suspends the
 whole board; a device interrupt later wakes everything in mirror order."""
+BOARD_KINDS: Final = {
+    "zynqmp": "a Xilinx ZynqMP",
+    "generic": "a generic Arm board, QEMU virt-like, with a GICv3",
+}
+
+
+def intro(board: BoardConfig) -> str:
+    hardware = min(board.domains, key=lambda d: d.id).name
+    firmware = (
+        "and devices on and off (PSCI for CPUs, EEMI for devices)"
+        if board.backend in BACKEND_NODES
+        else "on and off (PSCI; this board has no power firmware for devices)"
+    )
+    text = INTRO.format(
+        board=f"{BOARD_KINDS.get(board.backend, board.backend)} with {board.pcpus} CPUs",
+        domains=len(board.domains),
+        hardware=hardware,
+        firmware=firmware,
+    )
+    return textwrap.fill(" ".join(text.split()), width=84)
 
 
 class Narrator(VcpuHandler):
@@ -149,26 +169,12 @@ async def run_script(target: str, board: BoardConfig, clock: ManualClock, say: S
                 why="it is already on",
             )
 
-            say(f"\n3. {guest.domain} powers its devices through EEMI; it may only touch its own:")
-            wake = NODES[star.devices[0]]
-            await show(
-                guest,
-                eemi.request_node(wake, CAP_ACCESS | CAP_WAKEUP),
-                say,
-                why=f"{star.devices[0]}, may wake the guest",
-            )
-            await show(guest, eemi.set_wakeup_source(wake), say)
-            foreign = next((NODES[n] for d in domus if d is not star for n in d.devices), None)
-            if foreign is not None:
-                await show(guest, eemi.request_node(foreign), say, why="another guest's device")
-            for extra in star.devices[1:]:
-                await show(guest, eemi.request_node(NODES[extra]), say)
-                await show(
-                    guest,
-                    eemi.release_node(NODES[extra]),
-                    say,
-                    why=f"{extra} is not needed: it powers off",
-                )
+            if board.backend in BACKEND_NODES:
+                await _devices(guest, star, domus, say)
+            else:
+                say(f"\n3. {guest.domain} looks for power firmware for its devices: this board has")
+                say("   none, so every SiP call (EEMI's PM_GET_API_VERSION here) is NOT_SUPPORTED:")
+                await show(guest, raw(0xC200_0001), say, why="no power firmware on this board")
             await show(guest, raw(0xC500_0001), say, why="a service nobody offers: NOT_SUPPORTED")
 
             say("\n4. The guests suspend to RAM the way Linux does: devices down, secondary")
@@ -229,6 +235,33 @@ async def run_script(target: str, board: BoardConfig, clock: ManualClock, say: S
             await agent.close()
 
 
+async def _devices(
+    guest: AsyncGuestAgent, star: DomainConfig, domus: list[DomainConfig], say: Say
+) -> None:
+    """Step 3 on a board with EEMI power firmware: the guest powers its own devices
+    and is refused another guest's."""
+    say(f"\n3. {guest.domain} powers its devices through EEMI; it may only touch its own:")
+    wake = NODES[star.devices[0]]
+    await show(
+        guest,
+        eemi.request_node(wake, CAP_ACCESS | CAP_WAKEUP),
+        say,
+        why=f"{star.devices[0]}, may wake the guest",
+    )
+    await show(guest, eemi.set_wakeup_source(wake), say)
+    foreign = next((NODES[n] for d in domus if d is not star for n in d.devices), None)
+    if foreign is not None:
+        await show(guest, eemi.request_node(foreign), say, why="another guest's device")
+    for extra in star.devices[1:]:
+        await show(guest, eemi.request_node(NODES[extra]), say)
+        await show(
+            guest,
+            eemi.release_node(NODES[extra]),
+            say,
+            why=f"{extra} is not needed: it powers off",
+        )
+
+
 def _wake_line(board: BoardConfig, domain: DomainConfig) -> tuple[int, str]:
     irqs = {d.name: d.irq for d in board.devices}
     if domain.devices:
@@ -249,7 +282,7 @@ async def run(
         clock = ManualClock(start_ns=1_000_000_000)
         server = await app.start(board, [listener], clock)
         address = server.addresses[0]
-        say(INTRO)
+        say(intro(board))
         say(
             f"\nmediatord demo: board {board.name} ({board.backend}, {board.pcpus} pCPUs), "
             f"{len(board.domains)} domains; listening on {address}"

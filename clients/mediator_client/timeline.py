@@ -37,7 +37,9 @@ def steps(events: list[pb.SystemEvent]) -> list[Step]:
         if kind == "hardware_step":
             hw = event.hardware_step
             if hw.name == "soc.wake":
-                out.append(Step("hardware", "soc.wake (PMU powers up)", hw.start_ns, hw.end_ns, 0))
+                out.append(
+                    Step("hardware", "soc.wake (the SoC powers up)", hw.start_ns, hw.end_ns, 0)
+                )
                 continue
             pending.append(f"{hw.name} {hw.detail}".strip())
         elif kind == "host_step":

@@ -14,4 +14,8 @@ def create_platform(board: BoardConfig, clock: Clock) -> Platform:
 
         devices = frozenset(d.node_id for d in board.devices)
         return ZynqMP(board.pcpus, board.boot_pcpu, clock, devices)
+    if board.backend == "generic":
+        from mediatord.backends.generic import Generic
+
+        return Generic(board.pcpus, board.boot_pcpu, clock)
     raise ValueError(f"unknown backend {board.backend!r}")

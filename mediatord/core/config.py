@@ -27,11 +27,16 @@ MAX_PCPUS: Final = 64
 MAX_DOMAIN_ID: Final = 0x7FEF
 DOMAIN_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 DEVICE_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
-BACKENDS: Final = ("zynqmp",)
+BACKENDS: Final = ("zynqmp", "generic")
 # What each backend's hardware allows: pCPU count and the highest SPI its GIC has
-# (ZynqMP: a quad or dual Cortex-A53 APU; GIC-400 with ITLinesNumber 5, INTIDs < 192).
-BACKEND_MAX_PCPUS: Final = {"zynqmp": 4}
-BACKEND_MAX_IRQ: Final = {"zynqmp": 191}
+# (ZynqMP: a quad or dual Cortex-A53 APU; GIC-400 with ITLinesNumber 5, INTIDs < 192.
+# Generic: QEMU virt's GICv3, ITLinesNumber 8, INTIDs < 288; TF-A's qemu platform
+# has PLATFORM_CORE_COUNT 4 per cluster, two clusters).
+BACKEND_MAX_PCPUS: Final = {"zynqmp": 4, "generic": 8}
+BACKEND_MAX_IRQ: Final = {"zynqmp": 191, "generic": 287}
+# Backends whose power-management firmware knows devices as EEMI nodes: a device
+# there must name its node; elsewhere it has none.
+BACKEND_NODES: Final = frozenset({"zynqmp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +52,8 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class DeviceConfig:
-    name: str  # the EEMI node name without its NODE_ prefix, e.g. UART_1
-    node_id: int
+    name: str  # on the ZynqMP the EEMI node name without its NODE_ prefix, e.g. UART_1
+    node_id: int  # 0: the board's firmware has no power nodes (generic)
     irq: int  # GIC INTID of the device's interrupt (an SPI)
     mmio_base: int
     mmio_size: int
@@ -108,8 +113,9 @@ def domain_problems(domain: DomainConfig, key: str = "") -> list[Problem]:
     return problems
 
 
-def device_problems(device: DeviceConfig, key: str = "") -> list[Problem]:
-    """What is wrong with one device on its own."""
+def device_problems(device: DeviceConfig, key: str = "", nodes: bool = True) -> list[Problem]:
+    """What is wrong with one device on its own (``nodes``: its board's firmware
+    has EEMI power nodes, so it must name one)."""
     at = f"{key}." if key else ""
     problems: list[Problem] = []
     if not DEVICE_NAME.fullmatch(device.name):
@@ -120,7 +126,15 @@ def device_problems(device: DeviceConfig, key: str = "") -> list[Problem]:
                 "NODE_, e.g. UART_1",
             )
         )
-    if not NODE_FIRST <= device.node_id < NODE_MAX:
+    if not nodes and device.node_id:
+        problems.append(
+            Problem(
+                f"{at}node",
+                "this backend has no power-management firmware, so devices have no EEMI "
+                "node: remove the key",
+            )
+        )
+    elif nodes and not NODE_FIRST <= device.node_id < NODE_MAX:
         problems.append(
             Problem(
                 f"{at}node",
@@ -167,8 +181,8 @@ def board_problems(board: BoardConfig) -> list[Problem]:
     irqs: dict[int, str] = {}
     for device in board.devices:
         key = f"devices.{device.name}"
-        problems += device_problems(device, key)
-        if device.node_id in nodes:
+        problems += device_problems(device, key, board.backend in BACKEND_NODES)
+        if device.node_id and device.node_id in nodes:
             problems.append(
                 Problem(f"{key}.node", f"node {device.node_id} is also {nodes[device.node_id]}")
             )

@@ -22,6 +22,7 @@ from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
 from mediatord.board import default_board
 from mediatord.core.clock import ManualClock
+from mediatord.core.config import BoardConfig
 from mediatord.server import app
 
 # How long a test waits for one stream message or one RPC before it fails.
@@ -227,16 +228,21 @@ async def serve(
     socket_dir: Path,
     clock: ManualClock | None = None,
     state_dir: Path | None = None,
+    board: BoardConfig | None = None,
 ) -> AsyncIterator[Mediator]:
-    """A server booted with the default board, on a unix socket or loopback TCP,
-    journalling in ``state_dir`` (default: a fresh one, as the daemon always does)."""
+    """A server booted with ``board`` (default: the default board), on a unix socket
+    or loopback TCP, journalling in ``state_dir`` (default: a fresh one, as the
+    daemon always does)."""
     listener = (
         app.Listener(unix=socket_dir / "m.sock")
         if transport == "unix"
         else app.Listener(tcp="127.0.0.1:0")
     )
     server = await app.start(
-        default_board(), [listener], clock=clock, state_dir=state_dir or socket_dir / "state"
+        board or default_board(),
+        [listener],
+        clock=clock,
+        state_dir=state_dir or socket_dir / "state",
     )
     target = server.addresses[0]
     if transport == "unix":
@@ -263,16 +269,24 @@ async def serve(
 
 
 @pytest.fixture
-async def mediator(transport: str, socket_dir: Path) -> AsyncIterator[Mediator]:
-    """A server booted with the default board, on a unix socket or loopback TCP."""
-    async with serve(transport, socket_dir) as served:
+def board() -> BoardConfig:
+    """The board the servers boot; the backend-parametrized modules override it."""
+    return default_board()
+
+
+@pytest.fixture
+async def mediator(transport: str, socket_dir: Path, board: BoardConfig) -> AsyncIterator[Mediator]:
+    """A server booted with ``board``, on a unix socket or loopback TCP."""
+    async with serve(transport, socket_dir, board=board) as served:
         yield served
 
 
 @pytest.fixture
-async def manual_mediator(transport: str, socket_dir: Path) -> AsyncIterator[Mediator]:
+async def manual_mediator(
+    transport: str, socket_dir: Path, board: BoardConfig
+) -> AsyncIterator[Mediator]:
     """The same server on a :class:`ManualClock` (``.clock``): time moves only when the
     test advances it or the emulated hardware models a latency, so durations are exact."""
-    async with serve(transport, socket_dir, ManualClock()) as served:
+    async with serve(transport, socket_dir, ManualClock(), board=board) as served:
         assert served.clock is not None
         yield served

@@ -198,6 +198,27 @@ def test_demo() -> None:
     assert result.returncode == 0, result.stderr
     assert "demo finished" in result.stdout
     assert "WOKE_DOMAIN" in result.stdout
+    assert "PM_REQ_NODE(NODE_UART_1, 0x5, 0x64, 0x2) -> SUCCESS" in result.stdout
+
+
+def test_demo_on_the_generic_board() -> None:
+    """`make run BOARD=generic`: the same story on a GICv3 board without power firmware."""
+    result = run("demo", "--board", "generic")
+    assert result.returncode == 0, result.stderr
+    assert "a generic Arm board, QEMU virt-like, with a\nGICv3 with 4 CPUs" in result.stdout
+    assert (
+        "domu1  vCPU 0  0xc2000001() -> x0..x3 = 0xffffffffffffffff, 0x0, 0x0, 0x0"
+        "   # no power firmware on this board"
+    ) in result.stdout
+    assert "interrupt 40 -> WOKE_DOMAIN for domu1 (it woke the board first)" in result.stdout
+    assert "dom0   event #2 vcpu=0 RESUME entry=0x40100000 context_id=0x3333" in result.stdout
+    assert "demo finished" in result.stdout
+
+
+def test_check_board_knows_the_embedded_boards() -> None:
+    result = run("check-board", "generic")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("board generic: backend generic, 4 pCPUs (boot pCPU 0)")
 
 
 @pytest.mark.parametrize(

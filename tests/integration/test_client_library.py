@@ -59,7 +59,7 @@ DELIVERED = pb.RaiseInterruptResponse.OUTCOME_DELIVERED
 # timeline.of_system shows them.
 SEED_TIMELINE = [
     *(("suspend", name) for name in SUSPEND_FLOW),
-    ("hardware", "soc.wake (PMU powers up)"),
+    ("hardware", "soc.wake (the SoC powers up)"),
     *(("resume", name) for name in RESUME_FLOW),
 ]
 

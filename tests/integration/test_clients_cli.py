@@ -644,7 +644,7 @@ def test_host_suspend_and_timeline(
     groups = [g for g in root.iter(f"{SVG}g") if g.get("class") == "step"]
     chart = [(g.get("data-phase"), g.get("data-name")) for g in groups]
     assert [c for c in chart if c[0] != "hardware"] == host_steps
-    assert chart[10] == ("hardware", "soc.wake (PMU powers up)")
+    assert chart[10] == ("hardware", "soc.wake (the SoC powers up)")
     # Within an operation only modelled time passes: the hypervisor's own steps
     # take none, each hardware operation its modelled latency.
     durations = [(g.get("data-phase"), int(g.get("data-duration-ns", "-1"))) for g in groups]

@@ -10,9 +10,11 @@ import asyncio
 
 import grpc
 import pytest
+from boards import BOARDS
 from vcpu_events import resume, start, wake
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
+from mediatord.core.config import BoardConfig
 
 pytestmark = pytest.mark.parametrize("transport", ["unix", "tcp"])
 
@@ -32,6 +34,12 @@ NOT_SUPPORTED = 0xFFFF_FFFF_FFFF_FFFF
 INVALID_PARAMETERS = 0xFFFF_FFFF_FFFF_FFFE
 DENIED = 0xFFFF_FFFF_FFFF_FFFD
 AFF_ON, AFF_OFF = 0, 1
+
+
+@pytest.fixture(params=sorted(BOARDS))
+def board(request: pytest.FixtureRequest) -> BoardConfig:
+    """Every test here runs on each backend (tests/boards.py)."""
+    return BOARDS[request.param]
 
 
 def shutdown(seq: int, vcpu: int, reason: pb.Shutdown.Reason.ValueType) -> pb.VcpuEvent:

@@ -11,11 +11,13 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from boards import BOARDS
 from seed import RESUME_FLOW, SUSPEND_FLOW
 from vcpu_events import kind, pause, resume, start, unpause, wake
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.backends.zynqmp.platform import LATENCY_NS
+from mediatord.core.config import BoardConfig
 
 RAM_BASE = 0x4000_0000
 PSCI_VERSION = 0x8400_0000
@@ -107,6 +109,12 @@ SUSPEND_OPS = {
 }
 
 Kind = Callable[[pb.SystemEvent], bool]
+
+
+@pytest.fixture(params=sorted(BOARDS))
+def board(request: pytest.FixtureRequest) -> BoardConfig:
+    """Every test here runs on each backend (tests/boards.py)."""
+    return BOARDS[request.param]
 
 
 def domain_event(domain: str, event: pb.VcpuEvent) -> Kind:

@@ -25,12 +25,12 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
+from boards import BOARDS
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from mediatord.backends import create_platform
-from mediatord.board import default_board
 from mediatord.core import suspend
 from mediatord.core.clock import ManualClock
 from mediatord.core.config import DomainConfig
@@ -733,6 +733,8 @@ junk_args = st.one_of(st.lists(u64, max_size=17), st.lists(u64, min_size=18, max
 
 
 class PsciMachine(RuleBasedStateMachine):
+    backend = "zynqmp"  # the board it runs on (tests/boards.py)
+
     """Random guest calls, interrupts and domain changes, checked against ``Model``."""
 
     def __init__(self) -> None:
@@ -746,7 +748,7 @@ class PsciMachine(RuleBasedStateMachine):
 
     @initialize()
     def boot(self) -> None:
-        board = default_board()
+        board = BOARDS[self.backend]
         self.m, fx = Mediator.boot(board, create_platform(board, ManualClock()))
         domains = {}
         owners: dict[int, str | None] = dict.fromkeys(IRQ_DEVICE)
@@ -1411,3 +1413,13 @@ class PsciMachine(RuleBasedStateMachine):
 
 TestPsciStateful = PsciMachine.TestCase
 TestPsciStateful.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+class PsciMachineGeneric(PsciMachine):
+    """The same machine on the generic board: the platform protocol is the only seam."""
+
+    backend = "generic"
+
+
+TestPsciStatefulGeneric = PsciMachineGeneric.TestCase
+TestPsciStatefulGeneric.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)

@@ -1,4 +1,5 @@
-"""Host suspend-to-RAM and resume through the Mediator, over the emulated ZynqMP.
+"""Host suspend-to-RAM and resume through the Mediator, over each emulated board
+(the ZynqMP, and the generic GICv3 board: tests/boards.py).
 
 The contract is the seed's "Suspend Flow" / "Resume Flow" and its resume
 scenarios 4.1-4.3, as design.md sections 6 and 8 turn them into a service:
@@ -15,14 +16,15 @@ literals, never the constants of the code under test.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import pytest
+from boards import BOARDS
 from seed import RESUME_FLOW, SUSPEND_FLOW
 
 from mediatord.backends import create_platform
+from mediatord.backends.armsoc import ArmSoc
 from mediatord.backends.base import PcpuState
-from mediatord.backends.zynqmp import ZynqMP
-from mediatord.board import default_board
 from mediatord.core import suspend
 from mediatord.core.clock import ManualClock
 from mediatord.core.config import DomainConfig
@@ -90,12 +92,24 @@ NOTHING_TO_UNDO = {"save_gic", "save_el2_context"}
 # ------------------------------------------------------------------- helpers
 
 
+# The board of the test running now (see the autouse fixture below).
+CURRENT = {"board": BOARDS["zynqmp"]}
+
+
+@pytest.fixture(autouse=True, params=sorted(BOARDS))
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on each backend."""
+    CURRENT["board"] = BOARDS[request.param]
+    yield request.param
+    CURRENT["board"] = BOARDS["zynqmp"]
+
+
 def boot(
     skip: tuple[str, ...] = (),
 ) -> tuple[Mediator, ManualClock]:
-    """The default board on a manual clock, with the named host steps left out."""
+    """The board under test on a manual clock, with the named host steps left out."""
     clock = ManualClock()
-    board = default_board()
+    board = CURRENT["board"]
     m, _ = Mediator.boot(
         board,
         create_platform(board, clock),
@@ -156,7 +170,7 @@ def state(m: Mediator) -> System:
 def hardware(m: Mediator) -> tuple[object, ...]:
     """Everything of the emulated SoC a suspend touches."""
     p = m.platform
-    assert isinstance(p, ZynqMP)
+    assert isinstance(p, ArmSoc)
     return (
         p.gic_registers(),
         p.timer_registers(),
@@ -239,19 +253,27 @@ def test_dom0_system_suspend_suspends_the_host(domu1: str, domu2: str) -> None:
     assert m.system.host_suspend is not None
 
 
-def test_the_hardware_operations_of_a_suspend() -> None:
+# What each board calls its watchdog and what its GIC save covers.
+WATCHDOG_AND_GIC = {
+    "zynqmp": ("FPD SWDT", "distributor and boot CPU interface"),
+    "generic": ("SBSA generic watchdog", "distributor, boot PE redistributor and ICC registers"),
+}
+
+
+def test_the_hardware_operations_of_a_suspend(backend: str) -> None:
+    watchdog, gic = WATCHDOG_AND_GIC[backend]
     m, _ = boot()
     outcome = suspend_host(m)
     assert [
         (e.name, e.detail, e.result) for e in outcome.effects if isinstance(e, HardwareStep)
     ] == [
-        ("wdt.disable", "FPD SWDT", 0),
+        ("wdt.disable", watchdog, 0),
         ("el3.cpu_off", "pCPU 1", 0),
         ("el3.cpu_off", "pCPU 2", 0),
         ("el3.cpu_off", "pCPU 3", 0),
         ("cpu.irq_mask", "pCPU 0", 0),
         ("timer.suspend", "CNTHP_CTL, CNTHP_CVAL", 0),
-        ("gic.save", "distributor and boot CPU interface", 0),
+        ("gic.save", gic, 0),
         ("el2.save", "boot pCPU EL2 system registers", 0),
         ("el3.system_suspend", "pCPU 0, resume at 0x201000", 0),
     ]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from boards import BOARDS
 
 from mediatord.backends import create_platform
 from mediatord.core.clock import ManualClock
@@ -198,6 +199,12 @@ def create(
     outcome = m.create_domain(config)
     assert isinstance(outcome, Created), outcome
     return outcome
+
+
+@pytest.fixture(params=sorted(BOARDS))
+def board(request: pytest.FixtureRequest) -> BoardConfig:
+    """Every test here runs on each backend (conftest's ``m`` boots this board)."""
+    return BOARDS[request.param]
 
 
 @pytest.fixture

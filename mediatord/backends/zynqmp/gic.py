@@ -59,6 +59,8 @@ class GicContext:
 
 
 class GicV2:
+    STATE_TYPES: Final = (Distributor, CpuInterface, GicContext)
+
     def __init__(self, ncpus: int) -> None:
         self.ncpus = ncpus
         self.dist = Distributor()
@@ -100,6 +102,9 @@ class GicV2:
             interface.isenabler0 |= 1 << ppi
             interface.ipriority[ppi] = priority
 
+    def cpu_off(self, cpu: int) -> None:
+        """A GICv2 CPU interface keeps its registers while its core is off."""
+
     # ---- delivery
 
     def enabled(self, irq: int, cpu: int) -> bool:
@@ -139,7 +144,10 @@ class GicV2:
             cpu=(c.ctlr, c.pmr, c.bpr, c.isenabler0, *c.ipriority, c.icfgr1),
         )
 
-    def restore(self, cpu: int, context: GicContext) -> None:
+    def restore(self, cpu: int, context: object) -> bool:
+        """Put back what :meth:`save` took; False for anything else."""
+        if not isinstance(context, GicContext):
+            return False
         values = list(context.distributor)
         words = NUM_IRQS // 32
         self.dist = Distributor(
@@ -158,6 +166,7 @@ class GicV2:
             ipriority=list(rest[:SGI_PPI]),
             icfgr1=rest[SGI_PPI],
         )
+        return True
 
     def registers(self) -> tuple[int, ...]:
         """The whole register file, every CPU's banked state included."""
@@ -165,6 +174,17 @@ class GicV2:
         for cpu in range(self.ncpus):
             out.extend(self.save(cpu).cpu)
         return tuple(out)
+
+    # ---- journal snapshots
+
+    def save_state(self) -> tuple[object, ...]:
+        return (self.dist, self.cpus)
+
+    def load_state(self, state: tuple[object, ...]) -> None:
+        dist, cpus = state
+        if not (isinstance(dist, Distributor) and isinstance(cpus, list)):
+            raise ValueError("GICv2 state of the wrong type")
+        self.dist, self.cpus = dist, cpus
 
     @staticmethod
     def _check_spi(irq: int) -> None:
