@@ -39,9 +39,12 @@ class VcpuHandler:
     async def on_unpause(self, agent: AsyncGuestAgent, vcpu: int) -> None: ...
     async def on_shutdown(self, agent: AsyncGuestAgent, vcpu: int, reason: str) -> None: ...
 
-    async def on_suspend_request(
-        self, agent: AsyncGuestAgent, vcpu: int, deadline_ns: int
-    ) -> None: ...
+    async def on_suspend_request(self, agent: AsyncGuestAgent, vcpu: int, deadline_ns: int) -> None:
+        """The host is to suspend (Control.RequestSystemSuspend): by default the
+        domain suspends itself to RAM, as Linux would on ``echo mem``. Override to
+        veto instead (``agent.veto_suspend(reason)``) or to do nothing."""
+        if vcpu == 0:
+            agent.suspend_on_request()
 
     async def handle(self, agent: AsyncGuestAgent, event: Event) -> None:
         kind, vcpu = event.kind, event.vcpu
@@ -86,7 +89,10 @@ class AsyncGuestAgent:
         handler: Callable[[int], VcpuHandler] = lambda vcpu: VcpuHandler(),
         timeout: float = 10.0,
         tls: ClientTls | None = None,
+        resume_entry: int | None = None,
     ) -> None:
+        """``resume_entry``: where the domain resumes after a suspend it makes on a
+        SUSPEND_REQUEST (default: where vCPU 0 last started, the kernel's entry)."""
         self.target = target
         self.tls = tls
         self.domain = domain
@@ -109,6 +115,10 @@ class AsyncGuestAgent:
         self._changed = asyncio.Condition()
         self.error: BaseException | None = None
         self.handler_errors: list[tuple[Event, Exception]] = []
+        self.resume_entry = resume_entry
+        self.boot_entry: int | None = None  # vCPU 0's last START / RESUME entry point
+        # The suspend a SUSPEND_REQUEST started, and what became of it.
+        self.suspending: asyncio.Task[SuspendReport] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -225,6 +235,8 @@ class AsyncGuestAgent:
             self.last_seq = 0  # a restarted daemon numbers from 1 again
         self.last_seq = event.seq
         self.events.append(event)
+        if event.vcpu == 0 and isinstance(event.kind, fx.Start):
+            self.boot_entry = event.kind.entry_point
         queue = self._queues.get(event.vcpu)
         if queue is None:
             queue = self._queues[event.vcpu] = asyncio.Queue()
@@ -324,6 +336,28 @@ class AsyncGuestAgent:
         report.resumed_at = time.monotonic()
         await self._thaw(report, secondary_entry or entry_point)
         return report
+
+    def suspend_on_request(self) -> asyncio.Task[SuspendReport] | None:
+        """Answer a SUSPEND_REQUEST by suspending to RAM (in the background: the
+        vCPU's other events go on being handled). None if one is already going."""
+        if self.suspending is not None and not self.suspending.done():
+            return None
+        entry = self.resume_entry if self.resume_entry is not None else self.boot_entry
+        if entry is None:
+            return None
+        self.suspending = asyncio.create_task(self.suspend_to_ram(entry))
+        return self.suspending
+
+    async def veto_suspend(self, reason: str) -> None:
+        """Guest.SuspendVeto: this domain will not suspend now, because ``reason``."""
+        await self.connect()
+        assert self._stub is not None
+        try:
+            await self._stub.SuspendVeto(
+                pb.SuspendVetoRequest(reason=reason), metadata=self.metadata, timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc(error) from None
 
     async def _thaw(self, report: SuspendReport, secondary_entry: int) -> None:
         """Bring the secondaries back and give the devices what they held."""

@@ -43,6 +43,12 @@ from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.core.eemi import PmApi, PmStatus
 from mediatord.core.psci import PsciRet
 
+POLICIES: Final = {
+    "wait-all": pb.SUSPEND_POLICY_WAIT_ALL,
+    "pause-stragglers": pb.SUSPEND_POLICY_PAUSE_STRAGGLERS,
+    "force": pb.SUSPEND_POLICY_FORCE,
+}
+
 PROG: Final = "mediatorctl"
 ON: Final = pb.VCPU_POWER_ON
 OUTCOME_TEXT: Final = {
@@ -336,6 +342,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="PSCI error, e.g. DENIED or -3 (default: the operation's usual one)",
     )
 
+    suspend = commands.add_parser(
+        "suspend",
+        help="coordinated system suspend: every domU, then the hardware domain and the host",
+        description="Control.RequestSystemSuspend: every running domU gets SUSPEND_REQUEST "
+        "and suspends itself (the agent library's default) or vetoes; then the hardware "
+        "domain is asked and its SYSTEM_SUSPEND suspends the host. wait-all: a veto or the "
+        "deadline aborts and the domUs that suspended are resumed (exit 1); "
+        "pause-stragglers: at the deadline the host suspends anyway and pauses the rest; "
+        "force: no asking, the host suspends now (docs/host-suspend.md).",
+    )
+    suspend.add_argument(
+        "--policy", choices=tuple(POLICIES), default="wait-all", help="default: wait-all"
+    )
+    suspend.add_argument(
+        "--deadline-ms",
+        metavar="MS",
+        type=count,
+        default=5000,
+        help="how long the domUs have to suspend (default 5000)",
+    )
+
     events = commands.add_parser("events", help="follow every state change (WatchEvents)")
     events.add_argument("--count", metavar="N", type=count, help="stop after N events")
     events.add_argument(
@@ -550,6 +577,26 @@ class Ctl:
             f"{journal.get('seq', 'none (the daemon keeps no state)')}",
             {"written": str(output), "seq": journal.get("seq")},
         )
+
+    async def do_suspend(self, op: Operator) -> int:
+        a = self.args
+        reply = await op.request_system_suspend(POLICIES[a.policy], a.deadline_ms)
+        outcome = pb.RequestSystemSuspendResponse.Outcome.Name(reply.outcome)
+        outcome = outcome.removeprefix("OUTCOME_").lower()
+        data = {**message_dict(reply), "outcome": outcome}
+        suspended = ", ".join(reply.suspended) or "none"
+        if reply.outcome != pb.RequestSystemSuspendResponse.OUTCOME_READY:
+            why = (
+                f"vetoed by {reply.vetoed_by}: {reply.reason}" if reply.vetoed_by else reply.reason
+            )
+            return self.out.refused(
+                f"system suspend aborted ({outcome}): {why}; resumed: {suspended}", data
+            )
+        stragglers = ", ".join(reply.stragglers)
+        human = f"ready: suspended {suspended}" + (
+            f"; to be paused by the host suspend: {stragglers}" if stragglers else ""
+        )
+        return self.result(human + "; the hardware domain suspends the host now", data)
 
     async def do_fault(self, op: Operator) -> int:
         a = self.args

@@ -110,6 +110,19 @@ class Operator:
             self.stub.InjectFault, pb.InjectFaultRequest(step=step, count=count, error=error)
         )
 
+    async def request_system_suspend(
+        self, policy: pb.SuspendPolicy.ValueType, deadline_ms: int
+    ) -> pb.RequestSystemSuspendResponse:
+        """Control.RequestSystemSuspend: answered when every domU has suspended (or
+        vetoed, or the deadline passed); the call's timeout covers the deadline."""
+        request = pb.RequestSystemSuspendRequest(policy=policy, deadline_ms=deadline_ms)
+        try:
+            return await self.stub.RequestSystemSuspend(
+                request, metadata=self.metadata, timeout=self.timeout + deadline_ms / 1000
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc(error) from None
+
     async def export_state(self) -> dict[str, Any]:
         """The whole state as one document (docs/journal.md, "State export")."""
         reply = await self._call(self.stub.ExportState, pb.ExportStateRequest())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from mediatord.core.model import DomainState, HostState, VcpuPower
+from mediatord.core.model import DomainState, HostState, SuspendPolicy, VcpuPower
 
 Regs = tuple[int, int, int, int]
 
@@ -170,6 +170,24 @@ class DeviceAssigned:
     assigned: bool
 
 
+class CoordinationOutcome(Enum):
+    READY = "ready"  # the hardware domain suspends the host now
+    VETOED = "vetoed"
+    DEADLINE = "deadline"
+
+
+@dataclass(frozen=True, slots=True)
+class SuspendCoordinated:
+    """A coordinated system suspend ended (Control.RequestSystemSuspend's answer)."""
+
+    policy: SuspendPolicy
+    outcome: CoordinationOutcome
+    suspended: tuple[str, ...]
+    stragglers: tuple[str, ...]
+    vetoed_by: str = ""
+    reason: str = ""
+
+
 Effect = (
     DomainEvent
     | CallCompleted
@@ -183,4 +201,5 @@ Effect = (
     | HardwareStep
     | FirmwareCall
     | DeviceAssigned
+    | SuspendCoordinated
 )

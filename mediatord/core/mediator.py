@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Final
 
 from mediatord.backends.base import IrqFate, IrqRoute, PcpuState, Platform, PowerFirmware
-from mediatord.core import eemi, psci, smccc, statecodec, suspend
+from mediatord.core import coordination, eemi, psci, smccc, statecodec, suspend
 from mediatord.core.clock import Clock
 from mediatord.core.config import BoardConfig, DeviceConfig, DomainConfig, domain_problems
 from mediatord.core.effects import (
@@ -50,6 +50,8 @@ from mediatord.core.model import (
     DomainState,
     HostState,
     HostSuspend,
+    SuspendCoordination,
+    SuspendPolicy,
     System,
     Vcpu,
     VcpuPower,
@@ -175,6 +177,7 @@ STATE_TYPES: Final = (
     System, Domain, Vcpu, Device, HostSuspend, VcpuPower, DomainState, HostState,
     BoardConfig, DeviceConfig, DomainConfig, HostStep, HardwareStep,
     DomainEvent, Start, Resume, Pause, Unpause, Wake, Shutdown, ShutdownReason, SuspendRequest,
+    SuspendCoordination, SuspendPolicy,
 )  # fmt: skip
 
 
@@ -323,7 +326,12 @@ class Mediator:
         handler = HANDLERS.get(fid)
         if handler is None or (domain.aarch32 and fid & smccc.SMC64_BIT):
             if (fid >> smccc.OWNER_SHIFT) & smccc.OWNER_MASK == smccc.Owner.SIP:
-                return self._eemi(domain, caller, fid, args)
+                outcome = self._eemi(domain, caller, fid, args)
+                if self.system.coordination is not None and isinstance(outcome, Returned):
+                    more: list[Effect] = list(outcome.effects)
+                    coordination.progress(self, more)
+                    return Returned(outcome.regs, tuple(more))
+                return outcome
             return _NOT_SUPPORTED
         x1, x2, x3 = (*args[:3], 0, 0, 0)[:3]
         x: Args = (
@@ -334,6 +342,8 @@ class Mediator:
         )
         fx: list[Effect] = []
         value = handler(self, domain, caller, x, fx)
+        if self.system.coordination is not None:
+            coordination.progress(self, fx)
         if value is None:
             return Blocked(tuple(fx))
         if not fx:
@@ -391,6 +401,8 @@ class Mediator:
         for targets in self._ppi_targets.values():
             targets[:] = [t for t in targets if t[0] != domain.id]
         fx.append(DomainDestroyed(domain.id, name))
+        # A domU gone no longer holds up a coordinated suspend.
+        coordination.progress(self, fx)
         return Destroyed(tuple(fx))
 
     def assign_device(self, domain_name: str, device_name: str) -> Changed | Refused:
@@ -502,12 +514,59 @@ class Mediator:
         self.platform.faults.arm(name, count, error or default)
         return None
 
+    # ------------------------------------------ Control: coordinated suspend
+
+    def request_system_suspend(
+        self, policy: SuspendPolicy, deadline_ns: int, by_hardware_domain: bool
+    ) -> Changed | Refused:
+        """Control.RequestSystemSuspend (core/coordination.py). The request ends
+        with a SuspendCoordinated effect, now or from a later operation."""
+        low, high = coordination.MIN_DEADLINE_NS, coordination.MAX_DEADLINE_NS
+        if not low <= deadline_ns <= high:
+            return Refused(
+                Refusal.INVALID_ARGUMENT,
+                f"the deadline must be from {low // 1_000_000} ms to {high // 1_000_000} ms",
+            )
+        fx: list[Effect] = []
+        why = coordination.request(self, policy, deadline_ns, by_hardware_domain, fx)
+        if why is not None:
+            return Refused(Refusal.FAILED_PRECONDITION, why)
+        return Changed(tuple(fx))
+
+    def suspend_veto(self, domain_name: str, reason: str) -> Changed | Refused:
+        """Guest.SuspendVeto: ``domain_name`` will not suspend, because of ``reason``."""
+        domain = self.system.domain(domain_name)
+        if domain is None:
+            return Refused(Refusal.UNKNOWN_DOMAIN, f"no domain named {domain_name!r}")
+        fx: list[Effect] = []
+        why = coordination.veto(self, domain.id, reason, fx)
+        if why is not None:
+            return Refused(Refusal.FAILED_PRECONDITION, why)
+        return Changed(tuple(fx))
+
+    def expire_suspend_request(self) -> Changed | Refused:
+        """The open request's deadline passed (the shell's timer)."""
+        fx: list[Effect] = []
+        why = coordination.expire(self, fx)
+        if why is not None:
+            return Refused(Refusal.FAILED_PRECONDITION, why)
+        return Changed(tuple(fx))
+
     # --------------------------------------------------- Control: interrupts
 
     def raise_interrupt(self, irq: int, domain_name: str = "", vcpu: int = 0) -> Raised | Refused:
         """Fire interrupt line ``irq``: a device SPI goes to its owner; the virtual
         timer PPI (27) to ``vcpu`` of ``domain_name``. The interrupt goes through
         the platform (GIC, wake logic) first, so it wakes what the hardware wakes."""
+        result = self._raise_interrupt(irq, domain_name, vcpu)
+        if self.system.coordination is not None and isinstance(result, Raised):
+            # A wake can bring back a domU that had suspended for the request.
+            more = list(result.effects)
+            coordination.progress(self, more)
+            result = dataclasses.replace(result, effects=tuple(more))
+        return result
+
+    def _raise_interrupt(self, irq: int, domain_name: str, vcpu: int) -> Raised | Refused:
         system = self.system
         if irq == VTIMER_PPI:
             found = system.domain(domain_name)
@@ -628,14 +687,14 @@ class Mediator:
         if target.power is VcpuPower.STANDBY:
             self.set_power(domain, target, VcpuPower.ON, fx)
             fx.append(CallCompleted(domain.id, target.index, _RESULTS[0].regs))
-            self._emit(domain, target.index, Wake(irq), fx)
+            self.emit_event(domain, target.index, Wake(irq), fx)
             return Raised(IrqOutcome.WOKE_VCPU, name, target.index)
         if target.power is VcpuPower.POWERDOWN:
             self.set_power(domain, target, VcpuPower.ON, fx)
-            self._emit(domain, target.index, Resume(target.entry_point, target.context_id), fx)
-            self._emit(domain, target.index, Wake(irq), fx)
+            self.emit_event(domain, target.index, Resume(target.entry_point, target.context_id), fx)
+            self.emit_event(domain, target.index, Wake(irq), fx)
             return Raised(IrqOutcome.WOKE_VCPU, name, target.index)
-        self._emit(domain, target.index, Wake(irq), fx)
+        self.emit_event(domain, target.index, Wake(irq), fx)
         return Raised(IrqOutcome.DELIVERED, name, target.index)
 
     # ------------------------------------------- transitions (used by psci)
@@ -651,7 +710,7 @@ class Mediator:
         v.entry_point = entry_point
         v.context_id = context_id
         self.set_power(d, v, VcpuPower.ON, fx)
-        self._emit(d, v.index, Start(entry_point, context_id), fx)
+        self.emit_event(d, v.index, Start(entry_point, context_id), fx)
 
     def standby_vcpu(self, d: Domain, v: Vcpu, fx: list[Effect]) -> None:
         self.set_power(d, v, VcpuPower.STANDBY, fx)
@@ -702,13 +761,13 @@ class Mediator:
         """SYSTEM_OFF of a domU: that domain only stops, and stays until destroyed."""
         self._abort_blocked(d, f"domain {d.name} shut down", fx)
         self._all_off(d, fx)
-        self._emit(d, vcpu, Shutdown(ShutdownReason.POWEROFF), fx)
+        self.emit_event(d, vcpu, Shutdown(ShutdownReason.POWEROFF), fx)
         self._set_state(d, DomainState.SHUTDOWN, fx)
 
     def reboot_domain(self, d: Domain, vcpu: int, fx: list[Effect]) -> None:
         """SYSTEM_RESET of a domU: the domain restarts as it booted."""
         self._abort_blocked(d, f"domain {d.name} rebooted", fx)
-        self._emit(d, vcpu, Shutdown(ShutdownReason.REBOOT), fx)
+        self.emit_event(d, vcpu, Shutdown(ShutdownReason.REBOOT), fx)
         self._all_off(d, fx)
         if d.state is not DomainState.RUNNING:
             self._set_state(d, DomainState.RUNNING, fx)
@@ -743,11 +802,11 @@ class Mediator:
 
     def pause_domain(self, d: Domain, fx: list[Effect]) -> None:
         self._set_state(d, DomainState.PAUSED, fx)
-        self._emit(d, 0, Pause(), fx)
+        self.emit_event(d, 0, Pause(), fx)
 
     def unpause_domain(self, d: Domain, fx: list[Effect]) -> None:
         self._set_state(d, DomainState.RUNNING, fx)
-        self._emit(d, 0, Unpause(), fx)
+        self.emit_event(d, 0, Unpause(), fx)
         # What arrived while it was paused is delivered now, in arrival order.
         waiting, d.pending_irqs = d.pending_irqs, []
         for irq in waiting:
@@ -774,7 +833,7 @@ class Mediator:
         """Domain 0 always resumes when the host resumes (seed: Resuming Xen)."""
         hardware = self.system.domains[0]
         if hardware.state is DomainState.SUSPENDED:
-            self._resume_suspended(hardware, fx)
+            self.resume_suspended(hardware, fx)
 
     def collect(self, fx: list[Effect]) -> None:
         """Move what the hardware did into the effects, in order."""
@@ -960,7 +1019,7 @@ class Mediator:
         self.start_vcpu(domain, domain.vcpus[0], domain.ram_base, 0, fx)
         return domain
 
-    def _emit(self, d: Domain, vcpu: int, kind: EventKind, fx: list[Effect]) -> None:
+    def emit_event(self, d: Domain, vcpu: int, kind: EventKind, fx: list[Effect]) -> None:
         d.event_seq += 1
         fx.append(DomainEvent(d.id, d.name, d.event_seq, vcpu, kind))
 
@@ -983,21 +1042,21 @@ class Mediator:
         if irq not in d.pending_irqs:
             d.pending_irqs.append(irq)
 
-    def _resume_suspended(self, d: Domain, fx: list[Effect]) -> Vcpu:
+    def resume_suspended(self, d: Domain, fx: list[Effect]) -> Vcpu:
         """A suspended domain runs again: its suspended vCPU resumes at the entry
         point and context ID it gave SYSTEM_SUSPEND."""
         v = next(v for v in d.vcpus if v.power is VcpuPower.SUSPENDED)
         self.set_power(d, v, VcpuPower.ON, fx)
         self._set_state(d, DomainState.RUNNING, fx)
-        self._emit(d, v.index, Resume(v.entry_point, v.context_id), fx)
+        self.emit_event(d, v.index, Resume(v.entry_point, v.context_id), fx)
         return v
 
     def _wake_domain(self, d: Domain, irq: int, fx: list[Effect]) -> Vcpu:
         """Resume a suspended domain at its entry point, then hand it every
         interrupt that waited, the waking one last."""
-        v = self._resume_suspended(d, fx)
+        v = self.resume_suspended(d, fx)
         self._make_pending(d, irq)
         for pending in d.pending_irqs:
-            self._emit(d, v.index, Wake(pending), fx)
+            self.emit_event(d, v.index, Wake(pending), fx)
         d.pending_irqs.clear()
         return v

@@ -47,6 +47,28 @@ class HostState(Enum):
     OFF = "off"
 
 
+class SuspendPolicy(Enum):
+    """How a coordinated system suspend treats domUs that do not suspend (issue 11)."""
+
+    WAIT_ALL = "wait-all"
+    PAUSE_STRAGGLERS = "pause-stragglers"
+    FORCE = "force"
+
+
+@dataclass(slots=True)
+class SuspendCoordination:
+    """An open Control.RequestSystemSuspend: the domUs asked to suspend and what
+    became of them."""
+
+    policy: SuspendPolicy
+    by_hardware_domain: bool  # the hardware domain asked (it is answered, not sent an event)
+    requested_ns: int
+    deadline_ns: int
+    asked: list[int]  # domU ids sent SUSPEND_REQUEST (running when asked)
+    suspended: list[int] = field(default_factory=list)  # of those, suspended since
+    vetoes: list[tuple[int, str]] = field(default_factory=list)
+
+
 def vcpu_mpidr(index: int) -> int:
     """MPIDR affinity of vCPU ``index``: Aff0 = index % 16, Aff1 = index // 16 (KVM, Xen)."""
     return ((index // VCPUS_PER_CLUSTER) << 8) | (index % VCPUS_PER_CLUSTER)
@@ -141,6 +163,8 @@ class System:
     last_resume_ns: tuple[int, int] | None = None
     # Set from the start of a host suspend until its resume (or rollback) ends.
     host_suspend: HostSuspend | None = None
+    # An open coordinated suspend request (issue 11), until it ends.
+    coordination: SuspendCoordination | None = None
 
     def domain(self, name: str) -> Domain | None:
         domain_id = self.names.get(name)

@@ -40,6 +40,7 @@ from mediatord.core.mediator import (
     Refused,
     Returned,
 )
+from mediatord.core.model import SuspendPolicy
 
 # (kind, body): what the journal stores for one operation.
 Record = tuple[str, bytes]
@@ -51,6 +52,9 @@ ASSIGN_DEVICE: Final = "assign_device"
 RELEASE_DEVICE: Final = "release_device"
 RAISE_INTERRUPT: Final = "raise_interrupt"
 INJECT_FAULT: Final = "inject_fault"
+REQUEST_SYSTEM_SUSPEND: Final = "request_system_suspend"
+SUSPEND_VETO: Final = "suspend_veto"
+EXPIRE_SUSPEND_REQUEST: Final = "expire_suspend_request"
 # Not an input: the highest VcpuEvent seq each domain's agent has received, so a
 # restart does not deliver those again (Attach is at least once; this bounds it).
 DELIVERED: Final = "delivered"
@@ -147,6 +151,20 @@ def inject_fault(now_ns: int, step: str, count: int, error: int) -> Record:
     return INJECT_FAULT, _body(now_ns, step, count, error)
 
 
+def request_system_suspend(
+    now_ns: int, policy: SuspendPolicy, deadline_ns: int, by_hardware_domain: bool
+) -> Record:
+    return REQUEST_SYSTEM_SUSPEND, _body(now_ns, policy.value, deadline_ns, by_hardware_domain)
+
+
+def suspend_veto(now_ns: int, domain: str, reason: str) -> Record:
+    return SUSPEND_VETO, _body(now_ns, domain, reason)
+
+
+def expire_suspend_request(now_ns: int) -> Record:
+    return EXPIRE_SUSPEND_REQUEST, _body(now_ns)
+
+
 def delivered(seqs: dict[int, int]) -> Record:
     return DELIVERED, _body(sorted(seqs.items()))
 
@@ -211,6 +229,19 @@ def _replay(m: Mediator, kind: str, f: list[object]) -> tuple[Effect, ...]:
             if refused is not None:
                 raise ReplayError(_differs(f"inject_fault {step}", "accepted", refused))
             return ()
+        case "request_system_suspend":
+            policy, deadline_ns, by_hardware_domain = f
+            requested = m.request_system_suspend(
+                SuspendPolicy(policy),
+                deadline_ns,  # type: ignore[arg-type]
+                by_hardware_domain,  # type: ignore[arg-type]
+            )
+            return _expect(requested, Changed, kind)
+        case "suspend_veto":
+            domain, reason = f
+            return _expect(m.suspend_veto(domain, reason), Changed, kind)  # type: ignore[arg-type]
+        case "expire_suspend_request":
+            return _expect(m.expire_suspend_request(), Changed, kind)
     raise ReplayError(f"unknown record kind {kind!r}")
 
 

@@ -268,6 +268,8 @@ async def _serve(
                 about=recovered.about(),
             )
         )
+    # A request that was open when the daemon stopped keeps its deadline.
+    engine.arm_suspend_deadline()
     for listener in listeners:
         server.addresses.append(_bind(grpc_server, listener))
     if metrics_listen is not None:

@@ -39,8 +39,11 @@ PRINCIPAL_KEY: Final = "x-mediator-principal"
 URI_PREFIX: Final = "mediator://"
 GUEST_SERVICE: Final = "mediator.v1.Guest"
 CONTROL_SERVICE: Final = "mediator.v1.Control"
-# Control RPCs a hardware domain needs to see the system (design section 4).
-HARDWARE_DOMAIN_READS: Final = frozenset({"GetSystem", "ListDomains", "WatchEvents"})
+# Control RPCs a hardware domain may call: what it needs to see the system (design
+# section 4), and the coordinated suspend it starts (issue 11).
+HARDWARE_DOMAIN_CONTROL: Final = frozenset(
+    {"GetSystem", "ListDomains", "WatchEvents", "RequestSystemSuspend"}
+)
 # Streams one principal may hold open at once (Attach, CallStream, WatchEvents).
 MAX_STREAMS_PER_PRINCIPAL: Final = 16
 
@@ -173,9 +176,14 @@ def decide(
     if service == CONTROL_SERVICE:
         if principal.kind in ("local", "operator"):
             return Decision(None)
-        if is_hardware and method in HARDWARE_DOMAIN_READS:
-            return Decision(None)
-        allowed = "only GetSystem, ListDomains and WatchEvents" if is_hardware else "no Control RPC"
+        if is_hardware and method in HARDWARE_DOMAIN_CONTROL:
+            # The domain it acts as (RequestSystemSuspend answers it, not asks it).
+            return Decision(None, target=principal.name)
+        allowed = (
+            "only GetSystem, ListDomains, WatchEvents and RequestSystemSuspend"
+            if is_hardware
+            else "no Control RPC"
+        )
         return Decision(
             grpc.StatusCode.PERMISSION_DENIED,
             f"{principal} may not call Control.{method}: a "

@@ -8,7 +8,7 @@ from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.backends.base import PcpuState
 from mediatord.core import effects as fx
 from mediatord.core.mediator import IrqOutcome, Mediator, Raised
-from mediatord.core.model import Device, Domain, DomainState, HostState, VcpuPower
+from mediatord.core.model import Device, Domain, DomainState, HostState, SuspendPolicy, VcpuPower
 
 DOMAIN_STATE: Final = {
     DomainState.RUNNING: pb.DOMAIN_STATE_RUNNING,
@@ -43,6 +43,29 @@ IRQ_OUTCOME: Final = {
     IrqOutcome.DROPPED: pb.RaiseInterruptResponse.OUTCOME_DROPPED,
     IrqOutcome.HOST_RESET: pb.RaiseInterruptResponse.OUTCOME_HOST_RESET,
 }
+
+
+SUSPEND_POLICY: Final = {
+    SuspendPolicy.WAIT_ALL: pb.SUSPEND_POLICY_WAIT_ALL,
+    SuspendPolicy.PAUSE_STRAGGLERS: pb.SUSPEND_POLICY_PAUSE_STRAGGLERS,
+    SuspendPolicy.FORCE: pb.SUSPEND_POLICY_FORCE,
+}
+SUSPEND_POLICY_OF: Final = {v: k for k, v in SUSPEND_POLICY.items()}
+COORDINATION_OUTCOME: Final = {
+    fx.CoordinationOutcome.READY: pb.RequestSystemSuspendResponse.OUTCOME_READY,
+    fx.CoordinationOutcome.VETOED: pb.RequestSystemSuspendResponse.OUTCOME_VETOED,
+    fx.CoordinationOutcome.DEADLINE: pb.RequestSystemSuspendResponse.OUTCOME_DEADLINE,
+}
+
+
+def suspend_coordinated(effect: fx.SuspendCoordinated) -> pb.RequestSystemSuspendResponse:
+    return pb.RequestSystemSuspendResponse(
+        outcome=COORDINATION_OUTCOME[effect.outcome],
+        suspended=effect.suspended,
+        stragglers=effect.stragglers,
+        vetoed_by=effect.vetoed_by,
+        reason=effect.reason,
+    )
 
 
 def vcpu_event(event: fx.DomainEvent) -> pb.VcpuEvent:
@@ -206,6 +229,17 @@ def system_event(effect: fx.Effect) -> pb.SystemEvent | None:
             return pb.SystemEvent(
                 device_owner=pb.DeviceOwnerChange(
                     domain=effect.domain, device=effect.device, assigned=effect.assigned
+                )
+            )
+        case fx.SuspendCoordinated():
+            return pb.SystemEvent(
+                suspend_coordination=pb.SuspendCoordination(
+                    policy=SUSPEND_POLICY[effect.policy],
+                    outcome=COORDINATION_OUTCOME[effect.outcome],
+                    suspended=effect.suspended,
+                    stragglers=effect.stragglers,
+                    vetoed_by=effect.vetoed_by,
+                    reason=effect.reason,
                 )
             )
         case fx.DomainCreated():

@@ -42,7 +42,7 @@ from mediatord.core.mediator import (
     Refused,
     Returned,
 )
-from mediatord.core.model import VTIMER_PPI
+from mediatord.core.model import VTIMER_PPI, SuspendPolicy
 from mediatord.server.journaling import (
     GroupCommit,
     JournalWriteError,
@@ -195,6 +195,9 @@ class Engine:
         # the context of the RPC that caused them (its log fields: request id, rpc).
         self._held: deque[tuple[int, tuple[Effect, ...], contextvars.Context]] = deque()
         self._marked: dict[int, int] = {}
+        # The open coordinated suspend request's answer and deadline timer.
+        self._coordination: asyncio.Future[fx.SuspendCoordinated] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         if mailboxes is None:
             self._apply(boot_effects)
         else:
@@ -454,6 +457,60 @@ class Engine:
             )
         return result
 
+    # ---------------------------------------------------- coordinated suspend
+
+    async def request_system_suspend(
+        self, policy: SuspendPolicy, deadline_s: float, by_hardware_domain: bool
+    ) -> fx.SuspendCoordinated | Refused:
+        """Control.RequestSystemSuspend: answered when the request ends (every
+        domU suspended, a veto, or the deadline; core/coordination.py)."""
+        if (refused := self._unavailable()) is not None:
+            return refused
+        now = self.clock.tick()
+        deadline_ns = round(deadline_s * 1e9)
+        result = self.mediator.request_system_suspend(policy, deadline_ns, by_hardware_domain)
+        if isinstance(result, Refused):
+            return result
+        waiter: asyncio.Future[fx.SuspendCoordinated] = asyncio.get_running_loop().create_future()
+        self._coordination = waiter
+        self.arm_suspend_deadline()
+        record = records.request_system_suspend(now, policy, deadline_ns, by_hardware_domain)
+        if (refused := await self._settle(self._accept(record, result.effects))) is not None:
+            return refused
+        # Shielded: the request goes on if the caller gives up waiting.
+        return await asyncio.shield(waiter)
+
+    async def suspend_veto(self, domain: str, reason: str) -> Changed | Refused:
+        if (refused := self._unavailable()) is not None:
+            return refused
+        now = self.clock.tick()
+        result = self.mediator.suspend_veto(domain, reason)
+        if isinstance(result, Refused):
+            return result
+        log.info("suspend vetoed", domain=domain, reason=reason)
+        record = records.suspend_veto(now, domain, reason)
+        return await self._settle(self._accept(record, result.effects)) or result
+
+    def arm_suspend_deadline(self) -> None:
+        """Time the open request (at start too: a restart recovers an open one)."""
+        open_request = self.mediator.system.coordination
+        if open_request is None:
+            return
+        remaining = max(0, open_request.deadline_ns - self.clock.now_ns()) / 1e9
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(remaining, self._expire, open_request.requested_ns)
+
+    def _expire(self, requested_ns: int) -> None:
+        open_request = self.mediator.system.coordination
+        if open_request is None or open_request.requested_ns != requested_ns:
+            return  # it ended before its deadline
+        if self.journal is not None and self.journal.failed is not None:
+            return
+        now = self.clock.tick()
+        result = self.mediator.expire_suspend_request()
+        if isinstance(result, Changed):
+            self._accept(records.expire_suspend_request(now), result.effects)
+
     # -------------------------------------------------------------- effects
 
     def _apply(self, effects: Iterable[Effect]) -> None:
@@ -524,6 +581,8 @@ class Engine:
                         domain=effect.domain,
                         device=effect.device,
                     )
+                case fx.SuspendCoordinated():
+                    self._coordinated(effect)
                 case fx.HardwareStep():
                     log.debug(
                         "hardware step",
@@ -532,6 +591,24 @@ class Engine:
                         result=effect.result,
                         duration_ns=effect.end_ns - effect.start_ns,
                     )
+
+    def _coordinated(self, outcome: fx.SuspendCoordinated) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        waiter, self._coordination = self._coordination, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)
+        self.metrics.suspend_coordinated(outcome.policy.value, outcome.outcome.value)
+        (log.info if outcome.outcome is fx.CoordinationOutcome.READY else log.warning)(
+            "system suspend coordinated",
+            policy=outcome.policy.value,
+            outcome=outcome.outcome.value,
+            suspended=list(outcome.suspended),
+            stragglers=list(outcome.stragglers),
+            vetoed_by=outcome.vetoed_by or None,
+            reason=outcome.reason or None,
+        )
 
     def _count_host(self, step: fx.HostStep) -> None:
         system = self.mediator.system

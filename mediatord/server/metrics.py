@@ -167,6 +167,15 @@ class Metrics:
         )
         for where in ("wal", "records"):  # at 0 from the start: an alert sees the first one
             self.journal_damage.labels(where)
+        self.suspend_requests = Counter(
+            "mediatord_system_suspend_requests_total",
+            "Coordinated system suspend requests, by policy and outcome (ready, vetoed, deadline).",
+            ("policy", "outcome"),
+            registry=r,
+        )
+        for policy in ("wait-all", "pause-stragglers", "force"):
+            for outcome in ("ready", "vetoed", "deadline"):
+                self.suspend_requests.labels(policy, outcome)
         self._psci_children: dict[tuple[int, str], Any] = {}
 
     # ---- hot path: one dict lookup and an increment per call
@@ -208,6 +217,9 @@ class Metrics:
         self.host_suspends.labels("success" if ok else "failure").inc()
         if ok and span is not None:
             self.suspend_seconds.observe((span[1] - span[0]) / 1e9)
+
+    def suspend_coordinated(self, policy: str, outcome: str) -> None:
+        self.suspend_requests.labels(policy, outcome).inc()
 
     def wakeup(self, source: str, target: str) -> None:
         self.wakeups.labels(source, target).inc()

@@ -36,6 +36,8 @@ STATUS: Final = {
     Refusal.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 CONDUITS: Final = frozenset(pb.Conduit.values())
+# A veto's reason is for logs and the operator, not a payload.
+MAX_REASON: Final = 1024
 
 log = logs.get("mediatord.rpc")
 
@@ -112,6 +114,20 @@ class GuestService(pb_grpc.GuestServicer):
         await context.abort(
             grpc.StatusCode.ABORTED, f"a newer Attach for {domain} took over its events"
         )
+
+    async def SuspendVeto(
+        self, request: pb.SuspendVetoRequest, context: Context
+    ) -> pb.SuspendVetoResponse:
+        domain = calling_domain()
+        if len(request.reason) > MAX_REASON:
+            refused = Refused(
+                Refusal.INVALID_ARGUMENT, f"the reason is longer than {MAX_REASON} characters"
+            )
+            await refuse(context, refused, domain=domain)
+        result = await self.engine.suspend_veto(domain, request.reason)
+        if isinstance(result, Refused):
+            await refuse(context, result, rpc="SuspendVeto", domain=domain)
+        return pb.SuspendVetoResponse()
 
 
 class ControlService(pb_grpc.ControlServicer):
@@ -203,6 +219,22 @@ class ControlService(pb_grpc.ControlServicer):
                 f"this WatchEvents stream fell {WATCH_LIMIT} events behind; watch again",
             )
         await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+
+    async def RequestSystemSuspend(
+        self, request: pb.RequestSystemSuspendRequest, context: Context
+    ) -> pb.RequestSystemSuspendResponse:
+        policy = convert.SUSPEND_POLICY_OF.get(request.policy)
+        if policy is None:
+            refused = Refused(Refusal.INVALID_ARGUMENT, f"unknown policy {request.policy}")
+            await refuse(context, refused, rpc="RequestSystemSuspend")
+        # Set by the AuthInterceptor when the hardware domain itself asks.
+        by_hardware_domain = TARGET_DOMAIN.get(None) is not None
+        result = await self.engine.request_system_suspend(
+            policy, request.deadline_ms / 1000, by_hardware_domain
+        )
+        if isinstance(result, Refused):
+            await refuse(context, result, rpc="RequestSystemSuspend")
+        return convert.suspend_coordinated(result)
 
     async def ExportState(
         self, request: pb.ExportStateRequest, context: Context

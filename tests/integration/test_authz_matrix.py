@@ -71,25 +71,27 @@ COLUMNS: Final = (
     "Control/RaiseInterrupt",
     "Control/InjectFault",
     "Control/ExportState",
+    "Guest/SuspendVeto",
+    "Control/RequestSystemSuspend",
 )
 
 # docs/security.md "The matrix". Columns as COLUMNS: Guest RPCs | Control reads | other Control.
 # fmt: off
 MATRIX: Final[dict[str, tuple[grpc.StatusCode, ...]]] = {
-    "anonymous":                     (UNAUTH,  UNAUTH,  UNAUTH,  OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,     OK),      # noqa: E501
-    "operator/ops":                  (DENIED,  DENIED,  DENIED,  OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,     OK),      # noqa: E501
-    "operator/ops naming domu1":     (DENIED,  DENIED,  DENIED,  OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,     OK),      # noqa: E501
-    "domain/dom0 for dom0":          (OK,      OK,      OK,      OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
-    "domain/dom0 for domu1":         (DENIED,  DENIED,  DENIED,  OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
-    "domain/domu1 for domu1":        (OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
-    "domain/domu1 for domu2":        (DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
-    "domain/nosuch":                 (UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH, UNAUTH),  # noqa: E501
-    "malformed bogus":               (UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH, UNAUTH),  # noqa: E501
-    "malformed operator/":           (UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH, UNAUTH),  # noqa: E501
-    "x-mediator-domain dom0":        (OK,      OK,      OK,      OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
-    "x-mediator-domain domu1":       (OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
-    "x-mediator-domain nosuch":      (UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH, UNAUTH),  # noqa: E501
-    "domain/domu1 without a target": (UNAUTH,  UNAUTH,  UNAUTH,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
+    "anonymous":                     (UNAUTH,  UNAUTH,  UNAUTH,  OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      UNAUTH, OK),      # noqa: E501
+    "operator/ops":                  (DENIED,  DENIED,  DENIED,  OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      DENIED, OK),      # noqa: E501
+    "operator/ops naming domu1":     (DENIED,  DENIED,  DENIED,  OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      OK,      DENIED, OK),      # noqa: E501
+    "domain/dom0 for dom0":          (OK,      OK,      OK,      OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  OK,     OK),  # noqa: E501
+    "domain/dom0 for domu1":         (DENIED,  DENIED,  DENIED,  OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, OK),  # noqa: E501
+    "domain/domu1 for domu1":        (OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  OK,     DENIED),  # noqa: E501
+    "domain/domu1 for domu2":        (DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED, DENIED),  # noqa: E501
+    "domain/nosuch":                 (UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH, UNAUTH),  # noqa: E501
+    "malformed bogus":               (UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH, UNAUTH),  # noqa: E501
+    "malformed operator/":           (UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH, UNAUTH),  # noqa: E501
+    "x-mediator-domain dom0":        (OK,      OK,      OK,      OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  OK,     OK),  # noqa: E501
+    "x-mediator-domain domu1":       (OK,      OK,      OK,      DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  OK,     DENIED),  # noqa: E501
+    "x-mediator-domain nosuch":      (UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH,  UNAUTH, UNAUTH),  # noqa: E501
+    "domain/domu1 without a target": (UNAUTH,  UNAUTH,  UNAUTH,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  DENIED,  UNAUTH, DENIED),  # noqa: E501
 }
 # fmt: on
 
@@ -105,7 +107,7 @@ def proto_methods() -> set[str]:
 def test_matrix_covers_every_rpc_of_the_proto() -> None:
     assert {s.name for s in pb.DESCRIPTOR.services_by_name.values()} == {"Guest", "Control"}
     assert set(COLUMNS) == proto_methods()
-    assert len(COLUMNS) == len(set(COLUMNS)) == 13
+    assert len(COLUMNS) == len(set(COLUMNS)) == 15
     assert set(MATRIX) == set(PRINCIPALS)
     for row, cells in MATRIX.items():
         assert len(cells) == len(COLUMNS), row
@@ -181,6 +183,13 @@ async def watch(m: Any, md: Metadata) -> grpc.StatusCode:
     return await streamed(call, lambda: len(m.server.engine.watchers) > before)
 
 
+async def veto(m: Any, md: Metadata) -> grpc.StatusCode:
+    code, _ = await unary(
+        m.guest.SuspendVeto(pb.SuspendVetoRequest(reason="probe"), metadata=md, timeout=m.timeout)
+    )
+    return code
+
+
 async def control(m: Any, method: str, request: Any, md: Metadata) -> grpc.StatusCode:
     code, _ = await unary(getattr(m.control, method)(request, metadata=md, timeout=m.timeout))
     return code
@@ -230,6 +239,14 @@ HARMLESS: Final[dict[str, tuple[Probe, grpc.StatusCode]]] = {
         lambda m, md: control(m, "ExportState", pb.ExportStateRequest(), md),
         OK,
     ),
+    "Guest/SuspendVeto": (
+        veto,
+        grpc.StatusCode.FAILED_PRECONDITION,  # no request is open
+    ),
+    "Control/RequestSystemSuspend": (
+        lambda m, md: control(m, "RequestSystemSuspend", pb.RequestSystemSuspendRequest(), md),
+        grpc.StatusCode.INVALID_ARGUMENT,  # a deadline of 0 ms
+    ),
 }
 
 HARMFUL: Final[dict[str, Probe]] = {
@@ -265,6 +282,14 @@ HARMFUL: Final[dict[str, Probe]] = {
     ),
     # A read, but of every domain's queued events: operators only.
     "Control/ExportState": lambda m, md: control(m, "ExportState", pb.ExportStateRequest(), md),
+    "Guest/SuspendVeto": veto,
+    # Ready at once: dom0 is sent SUSPEND_REQUEST (its event_seq moves).
+    "Control/RequestSystemSuspend": lambda m, md: control(
+        m,
+        "RequestSystemSuspend",
+        pb.RequestSystemSuspendRequest(policy=pb.SUSPEND_POLICY_FORCE, deadline_ms=1000),
+        md,
+    ),
 }
 
 

@@ -239,6 +239,12 @@ CONTROL_PROBES: Final[dict[str, tuple[Callable[[Any, Metadata], Any], grpc.Statu
         lambda c, md: c.ExportState(pb.ExportStateRequest(), metadata=md, timeout=TIMEOUT),
         OK,
     ),
+    "RequestSystemSuspend": (
+        lambda c, md: c.RequestSystemSuspend(
+            pb.RequestSystemSuspendRequest(), metadata=md, timeout=TIMEOUT
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,  # a deadline of 0 ms
+    ),
     "WatchEvents": (
         lambda c, md: c.WatchEvents(pb.WatchEventsRequest(), metadata=md, timeout=TIMEOUT),
         OK,
@@ -250,7 +256,8 @@ CONTROL_PROBES: Final[dict[str, tuple[Callable[[Any, Metadata], Any], grpc.Statu
         OK,
     ),
 }
-CONTROL_READS: Final = ("GetSystem", "ListDomains", "WatchEvents")
+# What a hardware domain may call: the reads, and the coordinated suspend it starts.
+CONTROL_READS: Final = ("GetSystem", "ListDomains", "WatchEvents", "RequestSystemSuspend")
 
 
 def test_control_probes_cover_the_control_service() -> None:

@@ -1,0 +1,239 @@
+"""Coordinated system suspend end to end (issue 11): Control.RequestSystemSuspend
+with real guest agents (mediator_client) that suspend themselves on SUSPEND_REQUEST
+(the library's default), veto it, get stuck, or die halfway.
+
+Nothing sleeps to wait for state: events are awaited with ``wait_for(within=)`` and
+state with bounded loops of Control RPCs. The deadlines are real time (the
+daemon's timer), a few hundred milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from boards import BOARDS
+from mediator_client import AsyncGuestAgent, NotPermittedError, Operator, VcpuHandler, psci
+from mediator_client.errors import RpcError
+from polling import in_state, until
+from prometheus_client import generate_latest
+
+from mediatord.api.mediator.v1 import mediator_pb2 as pb
+from mediatord.core import effects as fx
+from mediatord.core.config import BoardConfig
+
+WITHIN = 5.0
+ENTRY = {"dom0": 0x4030_0000, "domu1": 0x4010_0000, "domu2": 0x4020_0000}
+UART_0_IRQ = 53
+READY = pb.RequestSystemSuspendResponse.OUTCOME_READY
+VETOED = pb.RequestSystemSuspendResponse.OUTCOME_VETOED
+DEADLINE = pb.RequestSystemSuspendResponse.OUTCOME_DEADLINE
+SHORT_MS = 400  # a deadline the stuck guests miss
+
+
+@pytest.fixture(params=sorted(BOARDS))
+def board(request: pytest.FixtureRequest) -> BoardConfig:
+    return BOARDS[request.param]
+
+
+class Vetoes(VcpuHandler):
+    async def on_suspend_request(self, agent: AsyncGuestAgent, vcpu: int, deadline_ns: int) -> None:
+        await agent.veto_suspend("a backup is running")
+
+
+class DiesHalfway(VcpuHandler):
+    """Starts suspending as Linux does (secondaries off first), then the agent's
+    process dies before SYSTEM_SUSPEND: its connection goes away."""
+
+    async def on_suspend_request(self, agent: AsyncGuestAgent, vcpu: int, deadline_ns: int) -> None:
+        await agent.call(psci.cpu_off(), vcpu=1)
+        asyncio.get_running_loop().create_task(agent.close())
+
+
+@pytest.fixture
+async def agents(mediator: Any) -> AsyncIterator[dict[str, AsyncGuestAgent]]:
+    made: dict[str, AsyncGuestAgent] = {}
+    yield made
+    for agent in made.values():
+        await agent.close()
+
+
+async def attach(
+    mediator: Any,
+    made: dict[str, AsyncGuestAgent],
+    name: str,
+    handler: type[VcpuHandler] = VcpuHandler,
+) -> AsyncGuestAgent:
+    agent = AsyncGuestAgent(
+        mediator.target, name, handler=lambda vcpu: handler(), resume_entry=ENTRY[name]
+    )
+    made[name] = agent
+    await agent.connect()
+    await agent.wait_for(lambda e: isinstance(e.kind, fx.Start), within=WITHIN)
+    return agent
+
+
+async def host(op: Operator, state: pb.HostState.ValueType) -> bool:
+    return (await op.system()).host_state == state
+
+
+async def test_wait_all_suspends_every_domu_then_the_host(
+    mediator: Any, agents: dict[str, AsyncGuestAgent]
+) -> None:
+    for name in ("dom0", "domu1", "domu2"):
+        await attach(mediator, agents, name)
+    async with Operator(mediator.target) as op:
+        watch = await mediator.watch()
+        reply = await op.request_system_suspend(pb.SUSPEND_POLICY_WAIT_ALL, 5000)
+        assert (reply.outcome, list(reply.suspended), list(reply.stragglers)) == (
+            READY,
+            ["domu1", "domu2"],
+            [],
+        )
+        # The hardware domain's agent got SUSPEND_REQUEST too and suspended the host.
+        await until(lambda: host(op, pb.HOST_STATE_SUSPENDED), "the host suspended")
+        dom0 = agents["dom0"]
+        assert any(isinstance(e.kind, fx.SuspendRequest) for e in dom0.events)
+        event = (await watch.until(lambda e: e.WhichOneof("kind") == "suspend_coordination"))[-1]
+        assert event.suspend_coordination.outcome == READY
+        # dom0's UART wakes the host, and dom0 resumes where it said.
+        await op.raise_irq(UART_0_IRQ)
+        assert dom0.suspending is not None
+        report = await asyncio.wait_for(dom0.suspending, WITHIN)
+        assert report.resumed_by is not None
+        assert report.resumed_by.kind == fx.Resume(ENTRY["dom0"], 0)
+        assert await in_state(op, "domu1", pb.DOMAIN_STATE_SUSPENDED)
+    exposition = generate_latest(mediator.server.engine.metrics.registry).decode()
+    assert (
+        'mediatord_system_suspend_requests_total{outcome="ready",policy="wait-all"} 1.0'
+        in exposition
+    )
+
+
+async def test_a_veto_aborts_and_the_suspended_guest_resumes(
+    mediator: Any, agents: dict[str, AsyncGuestAgent]
+) -> None:
+    await attach(mediator, agents, "dom0")
+    await attach(mediator, agents, "domu1")
+    await attach(mediator, agents, "domu2", Vetoes)
+    async with Operator(mediator.target) as op:
+        reply = await op.request_system_suspend(pb.SUSPEND_POLICY_WAIT_ALL, 5000)
+        assert (reply.outcome, reply.vetoed_by, reply.reason) == (
+            VETOED,
+            "domu2",
+            "a backup is running",
+        )
+        assert await host(op, pb.HOST_STATE_ACTIVE)
+        # domu1 had suspended (or was about to): it runs again either way.
+        domu1 = agents["domu1"]
+        if domu1.suspending is not None and list(reply.suspended) == ["domu1"]:
+            report = await asyncio.wait_for(domu1.suspending, WITHIN)
+            assert report.resumed_by is not None
+        await until(lambda: in_state(op, "domu1", pb.DOMAIN_STATE_RUNNING), "domu1 running")
+        assert all(not isinstance(e.kind, fx.SuspendRequest) for e in agents["dom0"].events)
+
+
+async def test_a_stuck_guest_misses_the_deadline_and_wait_all_aborts(
+    mediator: Any, agents: dict[str, AsyncGuestAgent]
+) -> None:
+    await attach(mediator, agents, "dom0")
+    await attach(mediator, agents, "domu1")
+    # domu2 has no agent at all: its SUSPEND_REQUEST waits in its mailbox.
+    async with Operator(mediator.target) as op:
+        reply = await op.request_system_suspend(pb.SUSPEND_POLICY_WAIT_ALL, SHORT_MS)
+        assert (reply.outcome, list(reply.suspended), reply.reason) == (
+            DEADLINE,
+            ["domu1"],
+            "not suspended by the deadline: domu2",
+        )
+        domu1 = agents["domu1"]
+        assert domu1.suspending is not None
+        report = await asyncio.wait_for(domu1.suspending, WITHIN)
+        assert report.resumed_by is not None
+        assert report.resumed_by.kind == fx.Resume(ENTRY["domu1"], 0)
+        assert await host(op, pb.HOST_STATE_ACTIVE)
+
+
+async def test_a_guest_dying_halfway_is_left_as_it_is_and_the_request_aborts(
+    mediator: Any, agents: dict[str, AsyncGuestAgent]
+) -> None:
+    await attach(mediator, agents, "dom0")
+    await attach(mediator, agents, "domu1")
+    domu2 = await attach(mediator, agents, "domu2", DiesHalfway)
+    await domu2.call(psci.cpu_on(psci.mpidr(1), ENTRY["domu2"]))
+    async with Operator(mediator.target) as op:
+        reply = await op.request_system_suspend(pb.SUSPEND_POLICY_WAIT_ALL, SHORT_MS)
+        assert (reply.outcome, reply.reason) == (DEADLINE, "not suspended by the deadline: domu2")
+        info = await op.domain("domu2")
+        assert info is not None
+        # Still running, with what its agent did before it died (vCPU 1 off).
+        assert info.state == pb.DOMAIN_STATE_RUNNING
+        assert [v.power for v in info.vcpus] == [pb.VCPU_POWER_ON, pb.VCPU_POWER_OFF]
+        await until(lambda: in_state(op, "domu1", pb.DOMAIN_STATE_RUNNING), "domu1 running")
+
+
+async def test_pause_stragglers_goes_ahead_and_pauses_the_stuck_guest(
+    mediator: Any, agents: dict[str, AsyncGuestAgent]
+) -> None:
+    await attach(mediator, agents, "dom0")
+    await attach(mediator, agents, "domu1")
+    async with Operator(mediator.target) as op:
+        reply = await op.request_system_suspend(pb.SUSPEND_POLICY_PAUSE_STRAGGLERS, SHORT_MS)
+        assert (reply.outcome, list(reply.suspended), list(reply.stragglers)) == (
+            READY,
+            ["domu1"],
+            ["domu2"],
+        )
+        await until(lambda: host(op, pb.HOST_STATE_SUSPENDED), "the host suspended")
+        assert await in_state(op, "domu2", pb.DOMAIN_STATE_PAUSED)
+        assert await in_state(op, "domu1", pb.DOMAIN_STATE_SUSPENDED)
+
+
+async def test_force_suspends_the_host_at_once(
+    mediator: Any, agents: dict[str, AsyncGuestAgent]
+) -> None:
+    await attach(mediator, agents, "dom0")
+    async with Operator(mediator.target) as op:
+        reply = await op.request_system_suspend(pb.SUSPEND_POLICY_FORCE, 5000)
+        assert (reply.outcome, list(reply.suspended), list(reply.stragglers)) == (
+            READY,
+            [],
+            ["domu1", "domu2"],
+        )
+        await until(lambda: host(op, pb.HOST_STATE_SUSPENDED), "the host suspended")
+        for name in ("domu1", "domu2"):
+            assert await in_state(op, name, pb.DOMAIN_STATE_PAUSED)
+
+
+async def test_the_hardware_domain_asks_and_suspends_on_the_answer(
+    mediator: Any, agents: dict[str, AsyncGuestAgent]
+) -> None:
+    dom0 = await attach(mediator, agents, "dom0")
+    await attach(mediator, agents, "domu1")
+    await attach(mediator, agents, "domu2")
+    async with Operator(mediator.target, principal="domain/dom0") as own:
+        reply = await own.request_system_suspend(pb.SUSPEND_POLICY_WAIT_ALL, 5000)
+    assert reply.outcome == READY
+    # It asked, so it is answered rather than sent SUSPEND_REQUEST; its own
+    # SYSTEM_SUSPEND then suspends the host.
+    assert all(not isinstance(e.kind, fx.SuspendRequest) for e in dom0.events)
+    task = dom0.suspend_on_request()
+    assert task is not None
+    async with Operator(mediator.target) as op:
+        await until(lambda: host(op, pb.HOST_STATE_SUSPENDED), "the host suspended")
+        await op.raise_irq(UART_0_IRQ)
+    await asyncio.wait_for(task, WITHIN)
+
+
+async def test_a_domu_may_not_request_and_a_veto_needs_a_request(mediator: Any) -> None:
+    async with Operator(mediator.target, principal="domain/domu1") as domu:
+        with pytest.raises(NotPermittedError, match=r"may not call Control\.RequestSystemSuspend"):
+            await domu.request_system_suspend(pb.SUSPEND_POLICY_FORCE, 5000)
+    agent = AsyncGuestAgent(mediator.target, "domu1")
+    try:
+        with pytest.raises(RpcError, match="no system suspend request is open"):
+            await agent.veto_suspend("why not")
+    finally:
+        await agent.close()
