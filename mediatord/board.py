@@ -182,14 +182,12 @@ def embedded_boards() -> list[str]:
 
 def load_board(path: str | Path | None = None) -> BoardConfig:
     """Read a board file; or an embedded board by name (``zcu102``, ``generic``), the
-    default one when ``path`` is None. A file of that name in the working
+    default one when ``path`` is None. A regular file of that name in the working
     directory wins over the embedded board."""
-    name = DEFAULT_BOARD.removesuffix(".toml") if path is None else str(path)
-    if not Path(name).exists() and name in embedded_boards():
-        file = f"{name}.toml"
+    if path is None or (not Path(path).is_file() and str(path) in embedded_boards()):
+        file = DEFAULT_BOARD if path is None else f"{path}.toml"
         text = resources.files("mediatord.boards").joinpath(file).read_text("utf-8")
         return parse_board(text, f"<embedded {file}>")
-    assert path is not None
     path = Path(path)
     try:
         text = path.read_text("utf-8")

@@ -217,6 +217,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.snapshot_every < 1:
                 print("mediatord: --snapshot-every must be at least 1", file=sys.stderr)
                 return 2
+            if args.no_journal and (args.state_dir or args.snapshot_every != SNAPSHOT_EVERY):
+                print(
+                    "mediatord: --no-journal keeps no state: --state-dir and --snapshot-every "
+                    "do not go with it",
+                    file=sys.stderr,
+                )
+                return 2
             state_dir = None if args.no_journal else args.state_dir or recovery.default_state_dir()
             logs.configure(args.log_level, args.log_format)
             listeners = _listeners(args, app.DEFAULT_LISTEN)

@@ -132,7 +132,8 @@ def _torn(wal: bytes, kept: int, reason: str) -> Damage:
 
 
 class Journal:
-    """One journal database; use from one thread (the daemon's event loop)."""
+    """One journal database. Use it from one thread at a time: the daemon opens and
+    replays it on the event loop, then writes from its journal thread only."""
 
     def __init__(self, db: sqlite3.Connection, damage: list[Damage]) -> None:
         self._db = db
@@ -196,9 +197,9 @@ class Journal:
             """
         )
 
-    def append(self, batch: Iterable[tuple[str, bytes]]) -> int:
-        """Write ``batch`` (kind, body) durably in one transaction; return the
-        sequence number of its last record."""
+    def append(self, batch: Iterable[tuple[str, bytes]], meta: dict[str, str] | None = None) -> int:
+        """Write ``batch`` (kind, body), and ``meta`` with it, durably in one
+        transaction; return the sequence number of its last record."""
         rows = []
         seq = self.last_seq
         for kind, body in batch:
@@ -208,6 +209,8 @@ class Journal:
             return seq
         with self._transaction():
             self._db.executemany("INSERT INTO records VALUES (?, ?, ?, ?)", rows)
+            if meta:
+                self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
         self.last_seq = seq
         return seq
 

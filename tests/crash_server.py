@@ -47,7 +47,9 @@ def install_tap(path: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     append = Journal.append
 
-    def tapped(self: Journal, batch: Iterable[tuple[str, bytes]]) -> int:
+    def tapped(
+        self: Journal, batch: Iterable[tuple[str, bytes]], meta: dict[str, str] | None = None
+    ) -> int:
         batch = list(batch)
         lines = [
             json.dumps({"seq": self.last_seq + i, "kind": kind, "body": body.decode()}) + "\n"
@@ -55,7 +57,7 @@ def install_tap(path: str) -> None:
         ]
         if lines:
             os.write(fd, "".join(lines).encode())
-        return append(self, batch)
+        return append(self, batch, meta)
 
     Journal.append = tapped  # type: ignore[method-assign]
 
@@ -64,9 +66,11 @@ def install_append_kill(n: int) -> None:
     append = Journal.append
     done = 0
 
-    def killing(self: Journal, batch: Iterable[tuple[str, bytes]]) -> int:
+    def killing(
+        self: Journal, batch: Iterable[tuple[str, bytes]], meta: dict[str, str] | None = None
+    ) -> int:
         nonlocal done
-        last = append(self, batch)
+        last = append(self, batch, meta)
         done += 1
         if done == n:
             die()

@@ -144,7 +144,8 @@ _PROC_STATE: Final = {
 # The hypervisor's scheduler tick on the generic timer.
 HYP_TIMER_PERIOD_NS: Final = 1_000_000
 
-_NOT_SUPPORTED: Final = Returned((smccc.to_reg(smccc.SmcccRet.NOT_SUPPORTED), 0, 0, 0))
+# The answer of a call nothing implements; it changes nothing (the journal skips it).
+NOT_SUPPORTED_OUTCOME: Final = Returned((smccc.to_reg(smccc.SmcccRet.NOT_SUPPORTED), 0, 0, 0))
 _RESULTS: Final = {value: Returned((smccc.to_reg(value), 0, 0, 0)) for value in range(-9, 3)}
 
 
@@ -332,7 +333,7 @@ class Mediator:
                     coordination.progress(self, more)
                     return Returned(outcome.regs, tuple(more))
                 return outcome
-            return _NOT_SUPPORTED
+            return NOT_SUPPORTED_OUTCOME
         x1, x2, x3 = (*args[:3], 0, 0, 0)[:3]
         x: Args = (
             (x1, x2, x3)
@@ -890,7 +891,7 @@ class Mediator:
         x1, x2, x3 = (*args[:3], 0, 0, 0)[:3]
         call = eemi.decode(fid, (x1, x2, x3))
         if firmware is None or call is None:
-            return _NOT_SUPPORTED
+            return NOT_SUPPORTED_OUTCOME
         owners = {name: d.owner for name, d in self.system.devices.items()}
         rights = eemi.Rights(domain.id, domain.hardware_domain, len(domain.vcpus), owners)
         decision = eemi.decide(call, rights)
@@ -943,7 +944,7 @@ class Mediator:
         api, node = call.api, call.arg0
         if decision.status:
             if decision.status < 0:
-                return _NOT_SUPPORTED.regs
+                return NOT_SUPPORTED_OUTCOME.regs
             return eemi.encode(decision.status)
         if api == eemi.PmApi.GET_NODE_STATUS:
             if node == eemi.NODE_APU:

@@ -30,7 +30,7 @@ from mediatord.server import recovery
 from mediatord.server.auth import AuthInterceptor
 from mediatord.server.clock import EmulatedClock
 from mediatord.server.engine import Engine
-from mediatord.server.journaling import SNAPSHOT_EVERY, GroupCommit
+from mediatord.server.journaling import SNAPSHOT_EVERY, GroupCommit, JournalWriteError
 from mediatord.server.metrics import Metrics, MetricsInterceptor, StateCollector
 from mediatord.server.recovery import Recovered
 from mediatord.server.services import ControlService, GuestService
@@ -154,20 +154,32 @@ class Server:
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     # Set when the journal failed: the daemon stops and exits non-zero.
     failure: str | None = None
+    # The one stop (a signal, a test and a journal failure may all ask for it).
     stopping: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        await self.health.enter_graceful_shutdown()
-        self.engine.shut_down()
-        await self.grpc_server.stop(grace)
-        if self.metrics_http is not None:
-            self.metrics_http.shutdown()
-            self.metrics_http.server_close()
-        if self.engine.journal is not None:
-            # Last: every answered change is already durable; this writes the
-            # delivery marks and a snapshot so that the next start is quick.
-            await self.engine.journal.close(snapshot=self.failure is None)
-        self.resources.close()
+        if self.stopping is None:
+            self.stopping = asyncio.get_running_loop().create_task(self._stop(grace))
+        await asyncio.shield(self.stopping)
+
+    async def _stop(self, grace: float) -> None:
+        try:
+            await self.health.enter_graceful_shutdown()
+            self.engine.shut_down()
+            await self.grpc_server.stop(grace)
+            if self.metrics_http is not None:
+                self.metrics_http.shutdown()
+                self.metrics_http.server_close()
+            if self.engine.journal is not None:
+                # Last: every answered change is already durable; this writes the
+                # delivery marks, the clock and a snapshot so that the next start
+                # is quick.
+                try:
+                    await self.engine.journal.close(snapshot=self.failure is None)
+                except JournalWriteError as error:
+                    self.failure = self.failure or str(error)
+        finally:
+            self.resources.close()
         log.info("stopped")
 
     def fail(self, error: BaseException) -> None:
@@ -175,7 +187,10 @@ class Server:
         was durable, which is everything that was answered)."""
         if self.failure is None:
             self.failure = f"the journal could not be written: {error}"
-            self.stopping = asyncio.get_running_loop().create_task(self.stop())
+            if self.stopping is None:
+                self.stopping = asyncio.get_running_loop().create_task(
+                    self._stop(SHUTDOWN_GRACE_SECONDS)
+                )
 
 
 async def start(
@@ -205,6 +220,7 @@ async def start(
             held.enter_context(recovery.locked(state_dir))
             recovered = recovery.recover(state_dir, board, clock)
             resources = held.pop_all()
+        recovery.continue_clock(recovered.journal, clock)
         _report(recovered, state_dir, metrics)
         engine = Engine(recovered.mediator, metrics=metrics, mailboxes=recovered.mailboxes)
     try:
@@ -266,6 +282,7 @@ async def _serve(
                 snapshot_seq=recovered.snapshot_seq,
                 snapshot_every=snapshot_every,
                 about=recovered.about(),
+                meta=lambda: recovery.clock_meta(engine.clock),
             )
         )
     # A request that was open when the daemon stopped keeps its deadline.
@@ -364,9 +381,7 @@ async def serve_until_signalled(server: Server) -> None:
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
-    if server.stopping is not None:
-        await server.stopping  # the journal failed and the server stops itself
-    elif not waiter.done():
+    if server.stopping is None and not waiter.done():
         log.info("shutting down")
-        await server.stop()
+    await server.stop()  # or wait for the stop a journal failure began
     waiter.cancel()

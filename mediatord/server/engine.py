@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from mediatord import logs
 from mediatord.core import effects as fx
@@ -31,6 +31,7 @@ from mediatord.core.config import DomainConfig
 from mediatord.core.eemi import PmApi
 from mediatord.core.effects import Effect, Regs
 from mediatord.core.mediator import (
+    NOT_SUPPORTED_OUTCOME,
     Blocked,
     Changed,
     Created,
@@ -42,7 +43,7 @@ from mediatord.core.mediator import (
     Refused,
     Returned,
 )
-from mediatord.core.model import VTIMER_PPI, SuspendPolicy
+from mediatord.core.model import HARDWARE_DOMAIN_ID, VTIMER_PPI, SuspendPolicy
 from mediatord.server.journaling import (
     GroupCommit,
     JournalWriteError,
@@ -64,6 +65,8 @@ MAX_INFLIGHT_PER_DOMAIN: Final = 256
 MAX_BLOCK_SECONDS: Final = 3600.0
 
 log = logs.get("mediatord.engine")
+_Op = TypeVar("_Op", Created, Destroyed, Changed, Raised)
+_View = TypeVar("_View")
 
 
 def eemi_name(api: int) -> str:
@@ -186,6 +189,7 @@ class Engine:
         self.clock = mediator.clock
         self.metrics = metrics or Metrics()
         self.mailboxes: dict[int, Mailbox] = {}
+        self._by_name: dict[str, Mailbox] = {}
         self.watchers: set[Watcher] = set()
         self.inflight: Counter[str] = Counter()
         self.journal: GroupCommit | None = None
@@ -202,7 +206,8 @@ class Engine:
             self._apply(boot_effects)
         else:
             for domain_id, (name, events) in mailboxes.items():
-                self.mailboxes[domain_id] = Mailbox(domain_id, name, events)
+                box = self.mailboxes[domain_id] = Mailbox(domain_id, name, events)
+                self._by_name[name] = box
 
     # -------------------------------------------------------------- journal
 
@@ -274,10 +279,12 @@ class Engine:
             return Refused(Refusal.UNAVAILABLE, f"{self.journal.failed}; the daemon is stopping")
         return None
 
-    async def settled(self) -> Refused | None:
-        """Before a read: wait until every change made so far is durable."""
+    async def view(self, read: Callable[[], _View]) -> _View | Refused:
+        """A read: built now, answered once every change it may show is durable
+        (building after the wait could show changes made during it)."""
         self.clock.tick()
-        return await self._settle(self.journal.appended) if self.journal is not None else None
+        reply = read()
+        return await self._settle(self._last_logged()) or reply
 
     # ---------------------------------------------------------------- guest
 
@@ -324,11 +331,17 @@ class Engine:
                     self._apply(outcome.effects)
                 return outcome.regs
             record = None
-            if records.changes_state(function_id):
+            # (NOT_SUPPORTED, e.g. any SiP call on a board without power firmware,
+            # changed nothing whatever the function ID.)
+            if outcome is not NOT_SUPPORTED_OUTCOME and records.changes_state(function_id):
                 record = records.call(now, domain, vcpu, function_id, args, x0=outcome.regs[0])
             seq = self._accept(record, outcome.effects)
             return await self._settle(seq) or outcome.regs
         if isinstance(outcome, Refused):
+            # What a refusal says (a vCPU off, a domain suspended) may come from a
+            # change still being written.
+            if self.journal is not None:
+                return await self._settle(self.journal.appended) or outcome
             return outcome
         assert isinstance(outcome, Blocked)
         waiter: asyncio.Future[Regs | Aborted] = asyncio.get_running_loop().create_future()
@@ -342,18 +355,26 @@ class Engine:
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), limit)
         except TimeoutError:
-            # The vCPU stays in standby; only this answer is given up.
+            # The vCPU stays in standby; only this answer is given up (once what
+            # it tells, the standby, is durable).
+            if (refused := await self._settle(self._last_logged())) is not None:
+                return refused
             return Refused(
                 Refusal.DEADLINE_EXCEEDED,
                 f"vCPU {vcpu} of {domain} is still in CPU_SUSPEND after {limit:.0f} s; "
                 "its WAKE event will say when it runs again",
             )
 
+    def _mailbox(self, domain: str) -> Mailbox | None:
+        """A domain's mailbox by name. Mailboxes come and go with the delivery of
+        DomainCreated / DomainDestroyed, i.e. once durable: this is the durable
+        view of which domains exist, the one identity checks must use."""
+        return self._by_name.get(domain)
+
     def attach(self, domain: str) -> tuple[Mailbox, int] | Refused:
-        domain_id = self.mediator.system.names.get(domain)
-        if domain_id is None:
+        mailbox = self._mailbox(domain)
+        if mailbox is None:
             return Refused(Refusal.UNKNOWN_DOMAIN, f"no domain named {domain!r}")
-        mailbox = self.mailboxes[domain_id]
         generation = mailbox.take_over()
         log.info("attached", domain=domain, backlog=len(mailbox.events))
         return mailbox, generation
@@ -374,72 +395,57 @@ class Engine:
         self.watchers.discard(watcher)
 
     async def inject_fault(self, step: str, count: int, error: int) -> Refused | None:
-        if (refused := self._unavailable()) is not None:
-            return refused
-        now = self.clock.tick()
-        refused = self.mediator.inject_fault(step, count, error)
-        if refused is not None:
-            return refused
-        refused = await self._settle(
-            self._accept(records.inject_fault(now, step, count, error), ())
+        def arm() -> Changed | Refused:
+            return self.mediator.inject_fault(step, count, error) or Changed(())
+
+        result = await self._operate(
+            arm, lambda now, _: records.inject_fault(now, step, count, error)
         )
-        if refused is None:
-            log.warning("fault injected", step=step, count=count, error=error)
-        return refused
+        if isinstance(result, Refused):
+            return result
+        log.warning("fault injected", step=step, count=count, error=error)
+        return None
 
     def hardware_domain(self, name: str) -> bool | None:
-        """Whether ``name`` is the hardware domain; None when no such domain exists."""
-        domain = self.mediator.system.domain(name)
-        return None if domain is None else domain.hardware_domain
+        """Whether ``name`` is the hardware domain; None when no such domain exists
+        (durably: see :meth:`_mailbox`)."""
+        mailbox = self._mailbox(name)
+        return None if mailbox is None else mailbox.domain_id == HARDWARE_DOMAIN_ID
 
     # -------------------------------------------------------------- control
 
     async def create_domain(self, config: DomainConfig) -> Created | Refused:
-        if (refused := self._unavailable()) is not None:
-            return refused
-        now = self.clock.tick()
-        result = self.mediator.create_domain(config)
-        if isinstance(result, Refused):
-            return result
-        record = records.create_domain(now, config, result.domain.id)
-        return await self._settle(self._accept(record, result.effects)) or result
+        return await self._operate(
+            lambda: self.mediator.create_domain(config),
+            lambda now, created: records.create_domain(now, config, created.domain.id),
+        )
 
     async def destroy_domain(self, name: str) -> Destroyed | Refused:
-        if (refused := self._unavailable()) is not None:
-            return refused
-        now = self.clock.tick()
-        result = self.mediator.destroy_domain(name)
-        if isinstance(result, Refused):
-            return result
-        record = records.destroy_domain(now, name)
-        return await self._settle(self._accept(record, result.effects)) or result
+        return await self._operate(
+            lambda: self.mediator.destroy_domain(name),
+            lambda now, _: records.destroy_domain(now, name),
+        )
 
     async def assign_device(self, domain: str, device: str) -> Changed | Refused:
-        return await self._device(True, domain, device)
+        return await self._operate(
+            lambda: self.mediator.assign_device(domain, device),
+            lambda now, _: records.device(now, True, domain, device),
+        )
 
     async def release_device(self, domain: str, device: str) -> Changed | Refused:
-        return await self._device(False, domain, device)
-
-    async def _device(self, assign: bool, domain: str, device: str) -> Changed | Refused:
-        if (refused := self._unavailable()) is not None:
-            return refused
-        now = self.clock.tick()
-        change = self.mediator.assign_device if assign else self.mediator.release_device
-        result = change(domain, device)
-        if isinstance(result, Refused):
-            return result
-        record = records.device(now, assign, domain, device)
-        return await self._settle(self._accept(record, result.effects)) or result
+        return await self._operate(
+            lambda: self.mediator.release_device(domain, device),
+            lambda now, _: records.device(now, False, domain, device),
+        )
 
     async def raise_interrupt(self, irq: int, domain: str, vcpu: int) -> Raised | Refused:
-        if (refused := self._unavailable()) is not None:
-            return refused
-        now = self.clock.tick()
-        result = self.mediator.raise_interrupt(irq, domain, vcpu)
+        result = await self._operate(
+            lambda: self.mediator.raise_interrupt(irq, domain, vcpu),
+            lambda now, raised: records.raise_interrupt(
+                now, irq, domain, vcpu, raised.outcome.value
+            ),
+        )
         if isinstance(result, Raised):
-            record = records.raise_interrupt(now, irq, domain, vcpu, result.outcome.value)
-            if (refused := await self._settle(self._accept(record, result.effects))) is not None:
-                return refused
             source = self.mediator.system.irq_devices.get(
                 irq, "vtimer" if irq == VTIMER_PPI else "other"
             )
@@ -457,6 +463,23 @@ class Engine:
             )
         return result
 
+    async def _operate(
+        self, run: Callable[[], _Op | Refused], record: Callable[[int, _Op], records.Record]
+    ) -> _Op | Refused:
+        """One Control operation: run it on the core, journal what it changed, and
+        answer once that (or, for a refusal, everything before it) is durable: a
+        refusal too can tell of a change (ALREADY_EXISTS of a domain just made)."""
+        if (refused := self._unavailable()) is not None:
+            return refused
+        now = self.clock.tick()
+        result = run()
+        if isinstance(result, Refused):
+            return await self._settle(self._last_logged()) or result
+        return await self._settle(self._accept(record(now, result), result.effects)) or result
+
+    def _last_logged(self) -> int:
+        return 0 if self.journal is None else self.journal.appended
+
     # ---------------------------------------------------- coordinated suspend
 
     async def request_system_suspend(
@@ -470,7 +493,7 @@ class Engine:
         deadline_ns = round(deadline_s * 1e9)
         result = self.mediator.request_system_suspend(policy, deadline_ns, by_hardware_domain)
         if isinstance(result, Refused):
-            return result
+            return await self._settle(self._last_logged()) or result
         waiter: asyncio.Future[fx.SuspendCoordinated] = asyncio.get_running_loop().create_future()
         self._coordination = waiter
         self.arm_suspend_deadline()
@@ -481,15 +504,13 @@ class Engine:
         return await asyncio.shield(waiter)
 
     async def suspend_veto(self, domain: str, reason: str) -> Changed | Refused:
-        if (refused := self._unavailable()) is not None:
-            return refused
-        now = self.clock.tick()
-        result = self.mediator.suspend_veto(domain, reason)
-        if isinstance(result, Refused):
-            return result
-        log.info("suspend vetoed", domain=domain, reason=reason)
-        record = records.suspend_veto(now, domain, reason)
-        return await self._settle(self._accept(record, result.effects)) or result
+        result = await self._operate(
+            lambda: self.mediator.suspend_veto(domain, reason),
+            lambda now, _: records.suspend_veto(now, domain, reason),
+        )
+        if isinstance(result, Changed):
+            log.info("suspend vetoed", domain=domain, reason=reason)
+        return result
 
     def arm_suspend_deadline(self) -> None:
         """Time the open request (at start too: a restart recovers an open one)."""
@@ -548,10 +569,12 @@ class Engine:
                 case fx.DomainStateChanged():
                     log.info("domain state", domain=effect.domain, state=effect.state.value)
                 case fx.DomainCreated():
-                    self.mailboxes[effect.domain_id] = Mailbox(effect.domain_id, effect.domain)
+                    box = Mailbox(effect.domain_id, effect.domain)
+                    self.mailboxes[effect.domain_id] = self._by_name[effect.domain] = box
                     log.info("domain created", domain=effect.domain, domain_id=effect.domain_id)
                 case fx.DomainDestroyed():
                     mailbox = self.mailboxes.pop(effect.domain_id)
+                    del self._by_name[mailbox.name]
                     mailbox.close(f"domain {effect.domain} was destroyed")
                     log.info("domain destroyed", domain=effect.domain)
                 case fx.HostStateChanged():

@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Final
 
 from mediatord import logs
@@ -85,16 +86,26 @@ def decode_snapshot(mediator: Mediator, body: bytes, limit: int) -> Mailboxes:
         raise statecodec.CodecError(
             f"snapshot format {found!r} is not the {SNAPSHOT_FORMAT} this mediatord reads"
         )
-    mediator.clock.set(data["clock_ns"])
-    mediator.load_state(data["mediator"])
-    decoded = statecodec.Decoder((fx.DomainEvent, *_EVENT_TYPES)).decode(data["mailboxes"])
-    return {i: (name, deque(events, maxlen=limit)) for i, (name, events) in decoded.items()}
+    try:
+        mediator.clock.set(data["clock_ns"])
+        mediator.load_state(data["mediator"])
+        decoded = statecodec.Decoder((fx.DomainEvent, *_EVENT_TYPES)).decode(data["mailboxes"])
+        return {i: (name, deque(events, maxlen=limit)) for i, (name, events) in decoded.items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # A platform's state of another shape: written by another version.
+        raise statecodec.CodecError(f"{type(exc).__name__}: {exc}") from None
 
 
 _EVENT_TYPES: Final = (
     fx.Start, fx.Resume, fx.Pause, fx.Unpause, fx.Wake, fx.Shutdown, fx.ShutdownReason,
     fx.SuspendRequest,
 )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    seconds: float  # the batch's transaction, fsync included
+    snapshot_error: Exception | None = None
 
 
 class GroupCommit:
@@ -112,8 +123,10 @@ class GroupCommit:
         snapshot_seq: int,
         snapshot_every: int = SNAPSHOT_EVERY,
         about: Mapping[str, object] | None = None,
+        meta: Callable[[], dict[str, str]] = dict,
     ) -> None:
-        """``about``: what start found (state directory, recovery), for status."""
+        """``about``: what start found (state directory, recovery), for status;
+        ``meta``: written with every batch and at close (the clock's position)."""
         self.journal = journal
         self.metrics = metrics
         self._snapshot = snapshot
@@ -121,6 +134,9 @@ class GroupCommit:
         self._on_durable = on_durable
         self._on_failure = on_failure
         self.snapshot_every = snapshot_every
+        self._meta = meta
+        # A snapshot that failed (a full disk) is tried again this much later.
+        self._next_snapshot = snapshot_seq + snapshot_every
         self.about = dict(about or {})
         self.appended = self.durable = journal.last_seq
         self.snapshot_seq = snapshot_seq
@@ -179,28 +195,38 @@ class GroupCommit:
         future, self._next = self._next, None
         assert future is not None
         upto = self.appended
-        snapshot = self._snapshot() if upto - self.snapshot_seq >= self.snapshot_every else None
+        snapshot = self._snapshot() if upto >= self._next_snapshot else None
         self._writing = (upto, future)
-        self._executor.submit(self._write_then_tell, batch, upto, snapshot)
+        self._executor.submit(self._write_then_tell, batch, upto, snapshot, self._meta())
 
-    def _write_then_tell(self, batch: list[Record], upto: int, snapshot: bytes | None) -> None:
+    def _write_then_tell(
+        self, batch: list[Record], upto: int, snapshot: bytes | None, meta: dict[str, str]
+    ) -> None:
         # On the journal thread: one hop back to the loop, with the outcome.
         try:
-            outcome: float | BaseException = self._write(batch, upto, snapshot)
+            outcome: Written | BaseException = self._write(batch, upto, snapshot, meta)
         except Exception as exc:
             outcome = exc
         self._loop.call_soon_threadsafe(self._written, outcome, len(batch), upto, snapshot)
 
-    def _write(self, batch: list[Record], upto: int, snapshot: bytes | None) -> float:
+    def _write(
+        self, batch: list[Record], upto: int, snapshot: bytes | None, meta: dict[str, str]
+    ) -> Written:
         started = time.perf_counter()
-        last = self.journal.append(batch)
+        last = self.journal.append(batch, meta)
         assert last == upto, (last, upto)
-        if snapshot is not None:
+        seconds = time.perf_counter() - started
+        if snapshot is None:
+            return Written(seconds)
+        try:
             self.journal.snapshot(upto, snapshot)
-        return time.perf_counter() - started
+        except Exception as exc:
+            # The records are durable all the same; only start-up gets longer.
+            return Written(seconds, exc)
+        return Written(seconds)
 
     def _written(
-        self, outcome: float | BaseException, count: int, upto: int, snapshot: bytes | None
+        self, outcome: Written | BaseException, count: int, upto: int, snapshot: bytes | None
     ) -> None:
         assert self._writing is not None
         _, future = self._writing
@@ -215,12 +241,21 @@ class GroupCommit:
                 self._next = None
             self._on_failure(error)
             return
-        self.metrics.journal_commit_seconds.observe(outcome)
+        self.metrics.journal_commit_seconds.observe(outcome.seconds)
         self.metrics.journal_records.inc(count)
         if snapshot is not None:
-            self.snapshot_seq = upto
-            self.metrics.journal_snapshots.inc()
-            log.info("journal snapshot", seq=upto, bytes=len(snapshot))
+            self._next_snapshot = upto + self.snapshot_every
+            if outcome.snapshot_error is None:
+                self.snapshot_seq = upto
+                self.metrics.journal_snapshots.inc()
+                log.info("journal snapshot", seq=upto, bytes=len(snapshot))
+            else:
+                # The batch is durable all the same; only start-up gets longer.
+                log.warning(
+                    "journal snapshot failed; tried again later",
+                    seq=upto,
+                    error=str(outcome.snapshot_error),
+                )
         self.durable = upto
         self._on_durable(upto)
         future.set_result(None)
@@ -234,14 +269,22 @@ class GroupCommit:
                 for mark in self._marks():
                     self.log(mark)
                 await self.wait(self.appended)
+                # The clock's last position: a restart continues from it.
+                await self._loop.run_in_executor(
+                    self._executor, self.journal.set_meta, self._meta()
+                )
                 if snapshot and self.appended > self.snapshot_seq:
                     body = self._snapshot()
                     seq = self.appended
-                    await self._loop.run_in_executor(
-                        self._executor, self.journal.snapshot, seq, body
-                    )
-                    self.snapshot_seq = seq
-                    log.info("journal snapshot", seq=seq, bytes=len(body))
+                    try:
+                        await self._loop.run_in_executor(
+                            self._executor, self.journal.snapshot, seq, body
+                        )
+                    except Exception as error:
+                        log.warning("journal snapshot at stop failed", error=str(error))
+                    else:
+                        self.snapshot_seq = seq
+                        log.info("journal snapshot", seq=seq, bytes=len(body))
         finally:
             self._executor.shutdown(wait=True)
             self.journal.close()

@@ -78,6 +78,46 @@ def locked(state_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def clock_meta(clock: Clock) -> dict[str, str]:
+    """Where the clock stands, and the wall time then: written with every batch
+    and at a clean stop."""
+    return {"clock_ns": str(clock.now_ns()), "wall_ns": str(time.time_ns())}
+
+
+def continue_clock(journal: Journal, clock: Clock) -> None:
+    """A restarted daemon's clock: where the last one left it, plus the wall time
+    the daemon was down (the board's counter kept counting meanwhile), so time
+    a client saw never goes backwards. Replay itself never reads this."""
+    stored, wall = journal.meta("clock_ns"), journal.meta("wall_ns")
+    if stored is None or wall is None:
+        return
+    down = max(0, time.time_ns() - int(wall))
+    clock.set(max(clock.now_ns(), int(stored)) + down)
+
+
+@contextlib.contextmanager
+def _not_in_use(state_dir: Path) -> Iterator[None]:
+    """Hold off a daemon while ``state_dir`` is read, changing nothing in it (a
+    shared lock, taken read-only, so a read-only copy can be checked too)."""
+    try:
+        fd = os.open(state_dir / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        yield  # no daemon ever locked it
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise JournalError(
+                f"state directory {state_dir} is in use by mediatord (pid {holder}); use "
+                "`mediatorctl state export` to see its state"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class Recovered:
     state_dir: Path
@@ -130,7 +170,7 @@ def check(state_dir: Path, board: BoardConfig) -> tuple[dict[str, Any], bool]:
     journal); the export document and whether any damage was found."""
     if not (state_dir / JOURNAL_FILE).is_file():
         raise JournalError(f"{state_dir} holds no journal ({JOURNAL_FILE})")
-    with locked(state_dir), tempfile.TemporaryDirectory(prefix="mediatord-check-") as tmp:
+    with _not_in_use(state_dir), tempfile.TemporaryDirectory(prefix="mediatord-check-") as tmp:
         for name in (JOURNAL_FILE, f"{JOURNAL_FILE}-wal"):
             if (state_dir / name).is_file():
                 shutil.copyfile(state_dir / name, Path(tmp) / name)
@@ -161,7 +201,8 @@ def _rebuild(
         raise JournalError(
             f"the journal was written for board {journal.meta('board_name')!r} "
             f"(sha256 {stored}), not this one ({board.name!r}, sha256 {digest}); start "
-            "with that board file, or move the state directory aside to start empty"
+            "with that board file, give this board its own --state-dir, or move the state "
+            "directory aside to start empty"
         )
     else:
         clock.set(int(journal.meta("boot_ns") or 0))

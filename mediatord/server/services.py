@@ -163,15 +163,20 @@ class ControlService(pb_grpc.ControlServicer):
     async def ListDomains(
         self, request: pb.ListDomainsRequest, context: Context
     ) -> pb.ListDomainsResponse:
-        if (refused := await self.engine.settled()) is not None:
-            await refuse(context, refused, rpc="ListDomains")
-        domains = sorted(self.engine.mediator.system.domains.values(), key=lambda d: d.id)
-        return pb.ListDomainsResponse(domains=[convert.domain_info(d) for d in domains])
+        def read() -> pb.ListDomainsResponse:
+            domains = sorted(self.engine.mediator.system.domains.values(), key=lambda d: d.id)
+            return pb.ListDomainsResponse(domains=[convert.domain_info(d) for d in domains])
+
+        reply = await self.engine.view(read)
+        if isinstance(reply, Refused):
+            await refuse(context, reply, rpc="ListDomains")
+        return reply
 
     async def GetSystem(self, request: pb.GetSystemRequest, context: Context) -> pb.SystemInfo:
-        if (refused := await self.engine.settled()) is not None:
-            await refuse(context, refused, rpc="GetSystem")
-        return convert.system_info(self.engine.mediator)
+        reply = await self.engine.view(lambda: convert.system_info(self.engine.mediator))
+        if isinstance(reply, Refused):
+            await refuse(context, reply, rpc="GetSystem")
+        return reply
 
     async def RaiseInterrupt(
         self, request: pb.RaiseInterruptRequest, context: Context
@@ -239,11 +244,14 @@ class ControlService(pb_grpc.ControlServicer):
     async def ExportState(
         self, request: pb.ExportStateRequest, context: Context
     ) -> pb.ExportStateResponse:
-        if (refused := await self.engine.settled()) is not None:
-            await refuse(context, refused, rpc="ExportState")
         engine = self.engine
         journal = None if engine.journal is None else engine.journal.status()
-        doc = export.document(engine.mediator, engine.queued(), journal)
+        doc = await engine.view(lambda: export.document(engine.mediator, engine.queued(), journal))
+        if isinstance(doc, Refused):
+            await refuse(context, doc, rpc="ExportState")
+        if engine.journal is not None:
+            # Answered only now that everything the document shows is durable.
+            doc["journal"]["durable_seq"] = engine.journal.durable
         return pb.ExportStateResponse(json=json.dumps(doc, indent=2))
 
     async def InjectFault(

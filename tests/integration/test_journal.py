@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -359,7 +360,7 @@ async def test_a_failed_write_refuses_changes_and_stops_the_daemon(
         md = (("x-mediator-domain", "domu1"),)
         before = server.engine.mediator.save_state()
 
-        def full(self: Journal, batch: object) -> int:
+        def full(self: Journal, batch: object, meta: object = None) -> int:
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(Journal, "append", full)
@@ -393,9 +394,9 @@ async def test_nothing_is_delivered_before_it_is_durable(
     seen_at_write: list[list[int]] = []
     append = Journal.append
 
-    def watched(self: Journal, batch: Any) -> int:
+    def watched(self: Journal, batch: Any, meta: Any = None) -> int:
         seen_at_write.append([e.seq for e in mailbox.events])
-        return append(self, batch)
+        return append(self, batch, meta)
 
     try:
         async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
@@ -407,3 +408,161 @@ async def test_nothing_is_delivered_before_it_is_durable(
             assert server.engine.mediator.system.domain("domu1").vcpus[1].power.value == "on"
     finally:
         await server.stop(grace=0)
+
+
+class Gate:
+    """Holds Journal.append on the journal thread until the test opens it: the
+    records stay queued, not yet durable, while the loop serves on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.entered = threading.Event()
+        self.open = threading.Event()
+        append = Journal.append
+
+        def gated(journal: Journal, batch: Any, meta: Any = None) -> int:
+            self.entered.set()
+            assert self.open.wait(10)
+            return append(journal, batch, meta)
+
+        monkeypatch.setattr(Journal, "append", gated)
+
+    async def writing(self) -> None:
+        """Until a batch is in the journal thread (bounded polls of a thread event)."""
+        for _ in range(1000):
+            if self.entered.is_set():
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError("no batch was written")
+
+
+async def test_reads_refusals_and_attach_wait_for_what_they_could_show(
+    socket_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await serve(socket_dir, tmp_path / "state")
+    try:
+        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+            client = Client(server, channel)
+            gate = Gate(monkeypatch)
+            request = pb.CreateDomainRequest(
+                name="domu9", vcpus=1, ram_base=0x4000_0000, ram_size=0x100_0000
+            )
+            create = asyncio.ensure_future(client.control.CreateDomain(request, timeout=10))
+            await gate.writing()
+            # The create ran but is not durable: a second create's ALREADY_EXISTS,
+            # and a read, would both tell of it; they wait. Attach sees only
+            # durable domains (no KeyError for a mailbox not made yet).
+            again = asyncio.ensure_future(client.control.CreateDomain(request, timeout=10))
+            listed = asyncio.ensure_future(client.control.ListDomains(pb.ListDomainsRequest()))
+            attach = client.guest.Attach(
+                pb.AttachRequest(), metadata=(("x-mediator-domain", "domu9"),), timeout=10
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await attach.read()
+            assert unknown.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            done, _ = await asyncio.wait({create, again, listed}, timeout=0.3)
+            assert done == set()
+            gate.open.set()
+            assert (await create).name == "domu9"
+            with pytest.raises(grpc.aio.AioRpcError) as exists:
+                await again
+            assert exists.value.code() == grpc.StatusCode.ALREADY_EXISTS
+            assert "domu9" in [d.name for d in (await listed).domains]
+    finally:
+        await server.stop(grace=0)
+
+
+async def test_a_read_shows_nothing_made_while_it_waited(
+    socket_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await serve(socket_dir, tmp_path / "state")
+    engine = server.engine
+    try:
+        gate = Gate(monkeypatch)
+        first = asyncio.ensure_future(engine.call("dom0", 0, CPU_ON_64, [1, RAM["dom0"], 0]))
+        await gate.writing()
+
+        def powers() -> list[str]:
+            return [v.power.value for v in engine.mediator.system.domains[0].vcpus]
+
+        read = asyncio.ensure_future(engine.view(powers))
+        await asyncio.sleep(0)  # the read is built, and waits for the first CPU_ON
+        second = asyncio.ensure_future(engine.call("dom0", 0, CPU_ON_64, [2, RAM["dom0"], 0]))
+        await asyncio.sleep(0)
+        assert powers()[2] == "on"  # ran, not durable
+        gate.open.set()
+        # Built before the second CPU_ON ran, answered once the first was durable.
+        assert (await read)[:3] == ["on", "on", "off"]
+        await asyncio.gather(first, second)
+    finally:
+        await server.stop(grace=0)
+
+
+async def test_a_failed_snapshot_keeps_the_batch(
+    socket_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    server = await serve(socket_dir, state, snapshot_every=1)
+
+    def full(journal: Journal, seq: int, body: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Journal, "snapshot", full)
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        assert await Client(server, channel).call("domu1", CPU_ON_64, 1, RAM["domu1"], 0) == [
+            0,
+            0,
+            0,
+            0,
+        ]
+    assert server.failure is None
+    await server.stop(grace=0)
+    monkeypatch.undo()
+    server = await serve(socket_dir, state)
+    try:
+        assert server.engine.mediator.system.domain("domu1").vcpus[1].power.value == "on"
+    finally:
+        await server.stop(grace=0)
+
+
+async def test_time_does_not_go_backwards_across_a_restart(
+    socket_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    server = await serve(socket_dir, state)
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        before = (await Client(server, channel).control.GetSystem(pb.GetSystemRequest())).now_ns
+    await server.stop(grace=0)
+    server = await serve(socket_dir, state)
+    try:
+        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+            control = Client(server, channel).control
+            after = (await control.GetSystem(pb.GetSystemRequest())).now_ns
+        assert after >= before
+    finally:
+        await server.stop(grace=0)
+
+
+async def test_a_write_failure_while_stopping_is_a_failure_not_a_crash(
+    socket_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await serve(socket_dir, tmp_path / "state")
+    gate = Gate(monkeypatch)
+
+    def failing(journal: Journal, batch: Any, meta: Any = None) -> int:
+        gate.entered.set()
+        assert gate.open.wait(10)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(Journal, "append", failing)
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        call = asyncio.ensure_future(
+            Client(server, channel).call("domu1", CPU_ON_64, 1, RAM["domu1"], 0)
+        )
+        await gate.writing()
+        stopping = asyncio.ensure_future(server.stop(grace=0.2))
+        gate.open.set()
+        await stopping  # no exception: the failure is recorded
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+    assert server.failure is not None
+    assert "Input/output error" in server.failure
