@@ -14,12 +14,14 @@ from typing import Any
 
 from mediatord.core.config import (
     BACKEND_NODES,
+    BACKEND_RESOURCES,
     BoardConfig,
     DeviceConfig,
     DomainConfig,
     Problem,
     board_problems,
 )
+from mediatord.core.scfw import RESOURCES
 
 DEFAULT_BOARD = "zcu102.toml"
 ARCHES = {"aarch64": False, "aarch32": True}
@@ -78,8 +80,24 @@ class _Reader:
 
 
 def _node(r: _Reader, dev: dict[str, Any], key: str, backend: object) -> int:
-    """The device's EEMI node: required where the backend's firmware has nodes,
-    absent (0) elsewhere (board_problems refuses one given there)."""
+    """The device's firmware id: its EEMI node where the backend's firmware has
+    nodes; its SCFW resource (``SC_R_UART_1`` or a number) on an i.MX8; absent (0)
+    elsewhere (board_problems refuses one given there)."""
+    if backend in BACKEND_RESOURCES:
+        if "node" in dev:
+            r.problems.append(Problem(f"{key}.node", "an i.MX8 device names its `resource`"))
+        resource = r.get(dev, key, "resource", object)
+        if isinstance(resource, str):
+            if resource not in RESOURCES:
+                known = ", ".join(sorted(RESOURCES))
+                r.problems.append(
+                    Problem(f"{key}.resource", f"unknown resource {resource!r}; known: {known}")
+                )
+                return 0
+            return RESOURCES[resource]
+        return resource if isinstance(resource, int) and not isinstance(resource, bool) else 0
+    if "resource" in dev:
+        r.problems.append(Problem(f"{key}.resource", "only an i.MX8 board's devices have one"))
     if "node" in dev or backend in BACKEND_NODES:
         return int(r.get(dev, key, "node", int) or 0)
     return 0
@@ -117,7 +135,7 @@ def parse_board(text: str, source: str = "<board>") -> BoardConfig:
         if not isinstance(dev, dict):
             r.problems.append(Problem(key, "must be a table"))
             continue
-        r.table(dev, key, {"node", "irq", "mmio", "wake_capable"})
+        r.table(dev, key, {"node", "resource", "irq", "mmio", "wake_capable"})
         base, size = r.region(dev, key, "mmio")
         devices.append(
             DeviceConfig(

@@ -30,7 +30,7 @@ from mediator_client.calls import Call, raw
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.core import effects as fx
 from mediatord.core.clock import ManualClock
-from mediatord.core.config import BACKEND_NODES, BoardConfig, DomainConfig
+from mediatord.core.config import BACKEND_NODES, BACKEND_RESOURCES, BoardConfig, DomainConfig
 from mediatord.core.eemi import CAP_ACCESS, CAP_WAKEUP, NODES
 from mediatord.core.model import VTIMER_PPI
 from mediatord.server import app
@@ -50,16 +50,18 @@ whole board; a device interrupt later wakes everything in mirror order."""
 BOARD_KINDS: Final = {
     "zynqmp": "a Xilinx ZynqMP",
     "generic": "a generic Arm board, QEMU virt-like, with a GICv3",
+    "imx8": "an NXP i.MX8QM, its SCU firmware owning resources by partition,",
 }
 
 
 def intro(board: BoardConfig) -> str:
     hardware = min(board.domains, key=lambda d: d.id).name
-    firmware = (
-        "and devices on and off (PSCI for CPUs, EEMI for devices)"
-        if board.backend in BACKEND_NODES
-        else "on and off (PSCI; this board has no power firmware for devices)"
-    )
+    if board.backend in BACKEND_NODES:
+        firmware = "and devices on and off (PSCI for CPUs, EEMI for devices)"
+    elif board.backend in BACKEND_RESOURCES:
+        firmware = "and devices on and off (PSCI for CPUs, the SCU firmware for devices)"
+    else:
+        firmware = "on and off (PSCI; this board has no power firmware for devices)"
     text = INTRO.format(
         board=f"{BOARD_KINDS.get(board.backend, board.backend)} with {board.pcpus} CPUs",
         domains=len(board.domains),
@@ -171,6 +173,8 @@ async def run_script(target: str, board: BoardConfig, clock: ManualClock, say: S
 
             if board.backend in BACKEND_NODES:
                 await _devices(guest, star, domus, say)
+            elif board.backend in BACKEND_RESOURCES:
+                await _resources(guest, star, domus, board, say)
             else:
                 say(f"\n3. {guest.domain} looks for power firmware for its devices: this board has")
                 say("   none, so every SiP call (EEMI's PM_GET_API_VERSION here) is NOT_SUPPORTED:")
@@ -259,6 +263,29 @@ async def _devices(
             eemi.release_node(NODES[extra]),
             say,
             why=f"{extra} is not needed: it powers off",
+        )
+
+
+async def _resources(
+    guest: AsyncGuestAgent,
+    star: DomainConfig,
+    domus: list[DomainConfig],
+    board: BoardConfig,
+    say: Say,
+) -> None:
+    """Step 3 on an i.MX8: the guest sets its own resource's power mode through the
+    SCFW (sc_pm_set_resource_power_mode) and is refused another partition's."""
+    say(f"\n3. {guest.domain} powers its devices through the SCU firmware (SCFW); its")
+    say("   partition holds its own resources only:")
+    resource = {d.name: d.node_id for d in board.devices}
+    own = resource[star.devices[0]]
+    set_mode = 0xC200_1203  # sc_pm_set_resource_power_mode (PM service 2, function 3)
+    await show(guest, raw(set_mode, own, 2), say, why=f"{star.devices[0]} to LP: x0 = SC_ERR_NONE")
+    await show(guest, raw(set_mode, own, 3), say, why="and back ON")
+    foreign = next((resource[n] for d in domus if d is not star for n in d.devices), None)
+    if foreign is not None:
+        await show(
+            guest, raw(set_mode, foreign, 0), say, why="another guest's: x0 = SC_ERR_NOACCESS (4)"
         )
 
 

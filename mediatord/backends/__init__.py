@@ -18,4 +18,9 @@ def create_platform(board: BoardConfig, clock: Clock) -> Platform:
         from mediatord.backends.generic import Generic
 
         return Generic(board.pcpus, board.boot_pcpu, clock)
+    if board.backend == "imx8":
+        from mediatord.backends.imx8 import Imx8
+
+        resources = frozenset(d.node_id for d in board.devices)
+        return Imx8(board.pcpus, board.boot_pcpu, clock, resources)
     raise ValueError(f"unknown backend {board.backend!r}")

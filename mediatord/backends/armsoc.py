@@ -31,6 +31,7 @@ from mediatord.backends.base import (
     IrqRoute,
     PcpuState,
     PowerFirmware,
+    ScfwFirmware,
     SocState,
 )
 from mediatord.core.clock import Clock
@@ -164,6 +165,10 @@ class ArmSoc:
 
     @property
     def firmware(self) -> PowerFirmware | None:
+        return None
+
+    @property
+    def scfw(self) -> ScfwFirmware | None:
         return None
 
     def _firmware_reset(self) -> None:

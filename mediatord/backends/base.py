@@ -16,6 +16,7 @@ from typing import Protocol
 
 from mediatord.core.clock import Clock
 from mediatord.core.eemi import PmCall
+from mediatord.core.scfw import PowerMode, ScCall
 
 
 class PcpuState(Enum):
@@ -102,6 +103,15 @@ class PowerFirmware(Protocol):
     def clock_enabled(self, clock: int) -> bool: ...
 
 
+class ScfwFirmware(Protocol):
+    """An i.MX8 SCU's firmware: resources by partition, with power modes
+    (core/scfw.py mediates the calls)."""
+
+    def call(self, call: ScCall) -> tuple[int, int]: ...
+    def set_mode(self, resource: int, mode: PowerMode) -> None: ...
+    def resource_on(self, resource: int) -> bool: ...
+
+
 class Platform(Protocol):
     """Everything the core may ask of a board. Each call is synchronous."""
 
@@ -117,6 +127,11 @@ class Platform(Protocol):
     @property
     def firmware(self) -> PowerFirmware | None:
         """None on a platform without EEMI power firmware (SiP calls: NOT_SUPPORTED)."""
+        ...
+
+    @property
+    def scfw(self) -> ScfwFirmware | None:
+        """An i.MX8's SCU firmware (SCFW SiP calls), or None."""
         ...
 
     # EL3 PSCI for physical CPUs

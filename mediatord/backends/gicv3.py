@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-# QEMU virt (gicv3): GICD_TYPER.ITLinesNumber = 8, so INTIDs 0..287.
+# QEMU virt (gicv3): GICD_TYPER.ITLinesNumber = 8, so INTIDs 0..287 (the default);
+# the i.MX8QM's GIC-500 has 512 SPIs, INTIDs 0..543.
 NUM_IRQS: Final = 288
 SGI_PPI: Final = 32
 GICD_CTLR_ENABLE_GRP1NS: Final = 1 << 1
@@ -64,12 +65,18 @@ class CpuInterface:
 
 @dataclass(slots=True)
 class Distributor:
-    ctlr: int = 0
-    # GICD_ISENABLER<n> for n >= 1 (word 0, SGIs and PPIs, is in the redistributors).
-    isenabler: list[int] = field(default_factory=lambda: [0] * (NUM_IRQS // 32))
-    ipriority: list[int] = field(default_factory=lambda: [0] * NUM_IRQS)
-    icfgr: list[int] = field(default_factory=lambda: [0] * (NUM_IRQS // 16))
-    irouter: list[int] = field(default_factory=lambda: [0] * NUM_IRQS)
+    ctlr: int
+    # GICD_ISENABLER<n> (word 0, SGIs and PPIs, is in the redistributors and stays 0).
+    isenabler: list[int]
+    ipriority: list[int]
+    icfgr: list[int]
+    irouter: list[int]
+
+    @classmethod
+    def at_reset(cls, num_irqs: int) -> Distributor:
+        return cls(
+            0, [0] * (num_irqs // 32), [0] * num_irqs, [0] * (num_irqs // 16), [0] * num_irqs
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +92,14 @@ class Gicv3Context:
 class GicV3:
     STATE_TYPES: Final = (Distributor, Redistributor, CpuInterface, Gicv3Context)
 
-    def __init__(self, ncpus: int) -> None:
+    def __init__(self, ncpus: int, num_irqs: int = NUM_IRQS) -> None:
         self.ncpus = ncpus
+        self.num_irqs = num_irqs
         self.reset()
 
     def reset(self) -> None:
         """Power-on reset: every register to its reset value, every GICR asleep."""
-        self.dist = Distributor()
+        self.dist = Distributor.at_reset(self.num_irqs)
         self.redists = [Redistributor() for _ in range(self.ncpus)]
         self.cpus = [CpuInterface() for _ in range(self.ncpus)]
 
@@ -181,12 +189,13 @@ class GicV3:
         if not isinstance(context, Gicv3Context):
             return False
         values = list(context.distributor)
-        words, cfg = NUM_IRQS // 32, NUM_IRQS // 16
+        n = self.num_irqs
+        words, cfg = n // 32, n // 16
         at = 1
         isenabler = values[at : at + words]
         at += words
-        ipriority = values[at : at + NUM_IRQS]
-        at += NUM_IRQS
+        ipriority = values[at : at + n]
+        at += n
         icfgr = values[at : at + cfg]
         at += cfg
         self.dist = Distributor(values[0], isenabler, ipriority, icfgr, values[at:])
@@ -216,7 +225,6 @@ class GicV3:
             raise ValueError("GICv3 state of the wrong type")
         self.dist, self.redists, self.cpus = dist, redists, cpus
 
-    @staticmethod
-    def _check_spi(irq: int) -> None:
-        if not SGI_PPI <= irq < NUM_IRQS:
-            raise ValueError(f"INTID {irq} is not an SPI of this GIC (32..{NUM_IRQS - 1})")
+    def _check_spi(self, irq: int) -> None:
+        if not SGI_PPI <= irq < self.num_irqs:
+            raise ValueError(f"INTID {irq} is not an SPI of this GIC (32..{self.num_irqs - 1})")

@@ -27,16 +27,21 @@ MAX_PCPUS: Final = 64
 MAX_DOMAIN_ID: Final = 0x7FEF
 DOMAIN_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 DEVICE_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
-BACKENDS: Final = ("zynqmp", "generic")
+BACKENDS: Final = ("zynqmp", "generic", "imx8")
 # What each backend's hardware allows: pCPU count and the highest SPI its GIC has
 # (ZynqMP: a quad or dual Cortex-A53 APU; GIC-400 with ITLinesNumber 5, INTIDs < 192.
 # Generic: QEMU virt's GICv3, ITLinesNumber 8, INTIDs < 288; TF-A's qemu platform
 # has PLATFORM_CORE_COUNT 4 per cluster, two clusters).
-BACKEND_MAX_PCPUS: Final = {"zynqmp": 4, "generic": 8}
-BACKEND_MAX_IRQ: Final = {"zynqmp": 191, "generic": 287}
+# i.MX8QM: 4 Cortex-A53 + 2 Cortex-A72; a GIC-500 with 512 SPIs, INTIDs < 544.
+BACKEND_MAX_PCPUS: Final = {"zynqmp": 4, "generic": 8, "imx8": 6}
+BACKEND_MAX_IRQ: Final = {"zynqmp": 191, "generic": 287, "imx8": 543}
 # Backends whose power-management firmware knows devices as EEMI nodes: a device
 # there must name its node; elsewhere it has none.
 BACKEND_NODES: Final = frozenset({"zynqmp"})
+# Backends whose firmware knows devices as SCFW resources (SC_R_*, kept in node_id):
+# a device there must name its resource.
+BACKEND_RESOURCES: Final = frozenset({"imx8"})
+SC_R_LAST: Final = 546
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +118,11 @@ def domain_problems(domain: DomainConfig, key: str = "") -> list[Problem]:
     return problems
 
 
-def device_problems(device: DeviceConfig, key: str = "", nodes: bool = True) -> list[Problem]:
+def device_problems(
+    device: DeviceConfig, key: str = "", nodes: bool = True, resources: bool = False
+) -> list[Problem]:
     """What is wrong with one device on its own (``nodes``: its board's firmware
-    has EEMI power nodes, so it must name one)."""
+    has EEMI power nodes, so it must name one; ``resources``: SCFW resources)."""
     at = f"{key}." if key else ""
     problems: list[Problem] = []
     if not DEVICE_NAME.fullmatch(device.name):
@@ -126,7 +133,12 @@ def device_problems(device: DeviceConfig, key: str = "", nodes: bool = True) -> 
                 "NODE_, e.g. UART_1",
             )
         )
-    if not nodes and device.node_id:
+    if resources:
+        if not 0 < device.node_id < SC_R_LAST:
+            problems.append(
+                Problem(f"{at}resource", f"must be an SCFW resource from 1 to {SC_R_LAST - 1}")
+            )
+    elif not nodes and device.node_id:
         problems.append(
             Problem(
                 f"{at}node",
@@ -181,7 +193,9 @@ def board_problems(board: BoardConfig) -> list[Problem]:
     irqs: dict[int, str] = {}
     for device in board.devices:
         key = f"devices.{device.name}"
-        problems += device_problems(device, key, board.backend in BACKEND_NODES)
+        problems += device_problems(
+            device, key, board.backend in BACKEND_NODES, board.backend in BACKEND_RESOURCES
+        )
         if device.node_id and device.node_id in nodes:
             problems.append(
                 Problem(f"{key}.node", f"node {device.node_id} is also {nodes[device.node_id]}")

@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Final
 
 from mediatord.backends.base import IrqFate, IrqRoute, PcpuState, Platform, PowerFirmware
-from mediatord.core import coordination, eemi, psci, smccc, statecodec, suspend
+from mediatord.core import coordination, eemi, psci, scfw, smccc, statecodec, suspend
 from mediatord.core.clock import Clock
 from mediatord.core.config import BoardConfig, DeviceConfig, DomainConfig, domain_problems
 from mediatord.core.effects import (
@@ -327,7 +327,11 @@ class Mediator:
         handler = HANDLERS.get(fid)
         if handler is None or (domain.aarch32 and fid & smccc.SMC64_BIT):
             if (fid >> smccc.OWNER_SHIFT) & smccc.OWNER_MASK == smccc.Owner.SIP:
-                outcome = self._eemi(domain, caller, fid, args)
+                outcome = (
+                    self._scfw(domain, fid, args)
+                    if self.platform.scfw is not None
+                    else self._eemi(domain, caller, fid, args)
+                )
                 if self.system.coordination is not None and isinstance(outcome, Returned):
                     more: list[Effect] = list(outcome.effects)
                     coordination.progress(self, more)
@@ -488,6 +492,11 @@ class Mediator:
             # Every node the device grants (GPU_PP_0 comes with GPU, VPLL with DP…).
             for node in _granted_nodes(device):
                 firmware.release_all(domain.id, node)
+        scu = self.platform.scfw
+        if scu is not None:
+            # As imx-xen tears a partition down: the resource goes back powered off.
+            scu.set_mode(device.node_id, scfw.PowerMode.OFF)
+            self.collect(fx)
         self._set_wake_source(device, device.wake_capable)
         device.owner = None
         domain.devices.remove(device.name)
@@ -601,8 +610,7 @@ class Mediator:
                 return Raised(IrqOutcome.DROPPED, reason=f"{device_name} is not assigned")
             domain = system.domains[device.owner]
             vcpu = 0
-            firmware = self.platform.firmware
-            if firmware is not None and not firmware.node_on(device.node_id):
+            if not self.device_powered(device):
                 # A powered-off device raises nothing.
                 return Raised(IrqOutcome.DROPPED, domain.name, 0, f"{device_name} is powered off")
         if system.host_state is HostState.OFF:
@@ -865,11 +873,17 @@ class Mediator:
 
     def _route_devices(self, names: list[str], fx: list[Effect]) -> None:
         """Route the SPIs of assigned devices to the boot pCPU (as Xen routes a
-        passthrough IRQ), and tell the wake logic which are wake sources."""
+        passthrough IRQ), and tell the wake logic which are wake sources. On an
+        i.MX8 a device changes hands powered: as the boot loader left every board
+        resource, and as its release turned it off."""
+        scu = self.platform.scfw
         for name in names:
             device = self.system.devices[name]
             if device.owner is None:
                 continue
+            if scu is not None and not scu.resource_on(device.node_id):
+                scu.set_mode(device.node_id, scfw.PowerMode.ON)
+                self.collect(fx)
             self.platform.gic_route(IrqRoute(device.irq, self.platform.boot_pcpu))
             self._set_wake_source(device, device.wake_source)
 
@@ -975,6 +989,34 @@ class Mediator:
                 return eemi.encode(eemi.PmStatus.INVALID_PARAM)
             return eemi.encode(0)
         return eemi.encode(0)  # SELF_SUSPEND, ABORT_SUSPEND: accepted, ignored
+
+    def device_powered(self, device: Device) -> bool:
+        """Whether the board's power firmware keeps the device powered."""
+        firmware, scu = self.platform.firmware, self.platform.scfw
+        if firmware is not None:
+            return firmware.node_on(device.node_id)
+        if scu is not None:
+            return scu.resource_on(device.node_id)
+        return True
+
+    def _scfw(self, domain: Domain, fid: int, args: Sequence[int]) -> CallOutcome:
+        """An SCFW SiP call (i.MX8): decode, check against the domain's partition,
+        then forward to the SCU firmware, answer it here, or refuse it untouched."""
+        scu = self.platform.scfw
+        call = scfw.decode(fid, tuple(args))
+        if scu is None or call is None:
+            return NOT_SUPPORTED_OUTCOME
+        owners = {d.node_id: d.owner for d in self.system.devices.values()}
+        rights = scfw.Rights(domain.id, domain.hardware_domain, owners)
+        decision = scfw.decide(call, rights)
+        fx: list[Effect] = []
+        if decision.verdict is scfw.Verdict.ALLOW:
+            status, value = scu.call(call)
+            self.collect(fx)
+        else:
+            status, value = decision.status, decision.value
+        fx.append(FirmwareCall(domain.id, domain.name, fid & 0xFFF, decision.verdict.value, status))
+        return Returned((status, value, 0, 0), tuple(fx))
 
     def _device_of_node(self, node: int) -> Device | None:
         return next((d for d in self.system.devices.values() if d.node_id == node), None)

@@ -120,7 +120,7 @@ def device_info(device: Device, mediator: Mediator) -> pb.DeviceInfo:
     system = mediator.system
     owner = "" if device.owner is None else system.domains[device.owner].name
     firmware = mediator.platform.firmware
-    powered = True if firmware is None else firmware.node_on(device.node_id)
+    powered = mediator.device_powered(device)
     users = {} if firmware is None else firmware.node_usage(device.node_id)
     return pb.DeviceInfo(
         name=device.name,

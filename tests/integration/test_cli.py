@@ -215,6 +215,18 @@ def test_demo_on_the_generic_board() -> None:
     assert "demo finished" in result.stdout
 
 
+def test_demo_on_the_imx8_board() -> None:
+    """`make run BOARD=imx8`: device power goes through the SCU firmware, by partition."""
+    result = run("demo", "--board", "imx8")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "domu1  vCPU 0  0xc2001203(0x3a, 0x2) -> x0..x3 = 0x0, 0x0, 0x0, 0x0"
+        "   # UART_1 to LP: x0 = SC_ERR_NONE"
+    ) in result.stdout
+    assert "0xc2001203(0x103, 0x0) -> x0..x3 = 0x4, 0x0, 0x0, 0x0" in result.stdout
+    assert "demo finished" in result.stdout
+
+
 def test_check_board_knows_the_embedded_boards() -> None:
     result = run("check-board", "generic")
     assert result.returncode == 0, result.stderr

@@ -138,7 +138,7 @@ def test_a_generic_state_survives_a_snapshot() -> None:
 
 
 def test_embedded_boards_by_name() -> None:
-    assert embedded_boards() == ["generic", "zcu102"]
+    assert embedded_boards() == ["generic", "imx8", "zcu102"]
     assert load_board("generic").backend == "generic"
     assert load_board("zcu102") == load_board(None)
 

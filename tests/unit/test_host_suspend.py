@@ -257,6 +257,7 @@ def test_dom0_system_suspend_suspends_the_host(domu1: str, domu2: str) -> None:
 WATCHDOG_AND_GIC = {
     "zynqmp": ("FPD SWDT", "distributor and boot CPU interface"),
     "generic": ("SBSA generic watchdog", "distributor, boot PE redistributor and ICC registers"),
+    "imx8": ("SCU watchdog", "distributor, boot PE redistributor and ICC registers"),
 }
 
 

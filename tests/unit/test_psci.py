@@ -1421,13 +1421,13 @@ def test_destroy_domain_frees_its_devices(m: Mediator, state: str) -> None:
         assert x0(m, "domu1", 0, SYSTEM_OFF) == SUCCESS
     before = m.snapshot()
     outcome = m.destroy_domain("domu1")
-    assert outcome == Destroyed(
-        (
-            DeviceAssigned(1, "domu1", "UART_1", False),
-            DeviceAssigned(1, "domu1", "ETH_0", False),
-            DomainDestroyed(1, "domu1"),
-        )
-    )
+    assert isinstance(outcome, Destroyed)
+    # (An i.MX8's SCU also powers the released resources off: hardware steps.)
+    assert [e for e in outcome.effects if not isinstance(e, HardwareStep)] == [
+        DeviceAssigned(1, "domu1", "UART_1", False),
+        DeviceAssigned(1, "domu1", "ETH_0", False),
+        DomainDestroyed(1, "domu1"),
+    ]
     assert m.system.domain("domu1") is None
     assert 1 not in m.system.domains
     assert m.system.devices["UART_1"].owner is None
