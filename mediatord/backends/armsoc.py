@@ -34,6 +34,7 @@ from mediatord.backends.base import (
     ScfwFirmware,
     SocState,
 )
+from mediatord.backends.gicbase import SGI_PPI
 from mediatord.core.clock import Clock
 from mediatord.core.psci import PsciRet
 
@@ -50,7 +51,6 @@ CPU_PPIS: Final = (25, 26, 27)
 PPI_PRIORITY: Final = 0xA0
 CPU_PMR: Final = 0xF0
 SPI: Final = -1  # the pCPU field of a pending SPI: it is not banked
-SGI_PPI: Final = 32  # INTIDs below are banked per pCPU (SGIs and PPIs)
 COUNTER_HZ: Final = 100_000_000
 WATCHDOG_TIMEOUT_NS: Final = 10_000_000_000
 # The boot core's EL2 system registers once the hypervisor is installed

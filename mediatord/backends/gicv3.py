@@ -24,10 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from mediatord.backends.gicbase import SGI_PPI, GicBase
+
 # QEMU virt (gicv3): GICD_TYPER.ITLinesNumber = 8, so INTIDs 0..287 (the default);
 # the i.MX8QM's GIC-500 has 512 SPIs, INTIDs 0..543.
 NUM_IRQS: Final = 288
-SGI_PPI: Final = 32
 GICD_CTLR_ENABLE_GRP1NS: Final = 1 << 1
 GICD_CTLR_ARE_NS: Final = 1 << 4
 GICR_WAKER_PROCESSOR_SLEEP: Final = 1 << 1
@@ -89,7 +90,7 @@ class Gicv3Context:
     cpu: tuple[int, ...]
 
 
-class GicV3:
+class GicV3(GicBase):
     STATE_TYPES: Final = (Distributor, Redistributor, CpuInterface, Gicv3Context)
 
     def __init__(self, ncpus: int, num_irqs: int = NUM_IRQS) -> None:
@@ -108,20 +109,15 @@ class GicV3:
     def enable_distributor(self) -> None:
         self.dist.ctlr = GICD_CTLR_ARE_NS | GICD_CTLR_ENABLE_GRP1NS
 
-    def route_spi(self, irq: int, cpu: int, priority: int, level: bool) -> None:
-        self._check_spi(irq)
-        self.dist.ipriority[irq] = priority
-        self.dist.irouter[irq] = affinity(cpu)
-        shift = (irq % 16) * 2
-        edge_bit = 0b10 << shift
-        word = irq // 16
-        icfgr = self.dist.icfgr
-        icfgr[word] = icfgr[word] & ~edge_bit if level else icfgr[word] | edge_bit
-        self.dist.isenabler[irq // 32] |= 1 << (irq % 32)
+    def _spis(self) -> Distributor:
+        return self.dist
 
-    def disable_spi(self, irq: int) -> None:
-        self._check_spi(irq)
-        self.dist.isenabler[irq // 32] &= ~(1 << (irq % 32))
+    def _banked(self, cpu: int) -> Redistributor:
+        return self.redists[cpu]
+
+    def route_spi(self, irq: int, cpu: int, priority: int, level: bool) -> None:
+        self._program_spi(irq, priority, level)
+        self.dist.irouter[irq] = affinity(cpu)
 
     def init_cpu(self, cpu: int, ppis: tuple[int, ...], priority: int, pmr: int) -> None:
         """A PE's bring-up: wake its redistributor, enable its PPIs, turn on its
@@ -142,14 +138,6 @@ class GicV3:
         self.redists[cpu].waker |= GICR_WAKER_PROCESSOR_SLEEP | GICR_WAKER_CHILDREN_ASLEEP
 
     # ---- delivery
-
-    def enabled(self, irq: int, cpu: int) -> bool:
-        if irq < SGI_PPI:
-            return bool(self.redists[cpu].isenabler0 >> irq & 1)
-        return bool(self.dist.isenabler[irq // 32] >> (irq % 32) & 1)
-
-    def priority(self, irq: int, cpu: int) -> int:
-        return self.redists[cpu].ipriority[irq] if irq < SGI_PPI else self.dist.ipriority[irq]
 
     def why_not(self, irq: int, cpu: int) -> str | None:
         """None when ``cpu``'s CPU interface would signal ``irq``; else the reason."""
@@ -224,7 +212,3 @@ class GicV3:
         if not isinstance(cpus, list):
             raise ValueError("GICv3 state of the wrong type")
         self.dist, self.redists, self.cpus = dist, redists, cpus
-
-    def _check_spi(self, irq: int) -> None:
-        if not SGI_PPI <= irq < self.num_irqs:
-            raise ValueError(f"INTID {irq} is not an SPI of this GIC (32..{self.num_irqs - 1})")

@@ -64,13 +64,7 @@ def locked(state_dir: Path) -> Iterator[None]:
     except OSError as exc:
         raise JournalError(f"cannot use state directory {state_dir}: {exc.strerror}") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise JournalError(
-                f"state directory {state_dir} is in use by another mediatord (pid {holder})"
-            ) from None
+        _flock(fd, fcntl.LOCK_EX, f"state directory {state_dir} is in use by another mediatord")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -95,6 +89,15 @@ def continue_clock(journal: Journal, clock: Clock) -> None:
     clock.set(max(clock.now_ns(), int(stored)) + down)
 
 
+def _flock(fd: int, mode: int, in_use: str, hint: str = "") -> None:
+    """Take the lock at once or say who holds it (the pid it wrote)."""
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        raise JournalError(f"{in_use} (pid {holder}){hint}") from None
+
+
 @contextlib.contextmanager
 def _not_in_use(state_dir: Path) -> Iterator[None]:
     """Hold off a daemon while ``state_dir`` is read, changing nothing in it (a
@@ -105,14 +108,12 @@ def _not_in_use(state_dir: Path) -> Iterator[None]:
         yield  # no daemon ever locked it
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise JournalError(
-                f"state directory {state_dir} is in use by mediatord (pid {holder}); use "
-                "`mediatorctl state export` to see its state"
-            ) from None
+        _flock(
+            fd,
+            fcntl.LOCK_SH,
+            f"state directory {state_dir} is in use by mediatord",
+            "; use `mediatorctl state export` to see its state",
+        )
         yield
     finally:
         os.close(fd)

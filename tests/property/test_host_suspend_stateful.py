@@ -38,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from boards import BOARDS
+from boards import BOARDS, on_other_backends
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -901,22 +901,5 @@ TestHostSuspend = HostSuspendMachine.TestCase
 TestHostSuspend.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 
 
-class HostSuspendMachineGeneric(HostSuspendMachine):
-    """The same machine on the generic board: the platform protocol is the only seam
-    (half the examples: the rules under test are the core's, run in full above)."""
-
-    backend = "generic"
-
-
-TestHostSuspendGeneric = HostSuspendMachineGeneric.TestCase
-TestHostSuspendGeneric.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
-
-
-class HostSuspendMachineImx8(HostSuspendMachine):
-    """The same machine on the i.MX8 board."""
-
-    backend = "imx8"
-
-
-TestHostSuspendImx8 = HostSuspendMachineImx8.TestCase
-TestHostSuspendImx8.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+# The same machine on the other boards: the platform protocol is the only seam.
+TestHostSuspendGeneric, TestHostSuspendImx8 = on_other_backends(HostSuspendMachine, 150)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
-from boards import BOARDS
+from boards import BOARDS, on_other_backends
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -1415,22 +1415,5 @@ TestPsciStateful = PsciMachine.TestCase
 TestPsciStateful.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 
 
-class PsciMachineGeneric(PsciMachine):
-    """The same machine on the generic board: the platform protocol is the only seam
-    (half the examples: the rules under test are the core's, run in full above)."""
-
-    backend = "generic"
-
-
-TestPsciStatefulGeneric = PsciMachineGeneric.TestCase
-TestPsciStatefulGeneric.settings = settings(max_examples=75, stateful_step_count=40, deadline=None)
-
-
-class PsciMachineImx8(PsciMachine):
-    """The same machine on the i.MX8 board."""
-
-    backend = "imx8"
-
-
-TestPsciStatefulImx8 = PsciMachineImx8.TestCase
-TestPsciStatefulImx8.settings = settings(max_examples=75, stateful_step_count=40, deadline=None)
+# The same machine on the other boards: the platform protocol is the only seam.
+TestPsciStatefulGeneric, TestPsciStatefulImx8 = on_other_backends(PsciMachine, 75)

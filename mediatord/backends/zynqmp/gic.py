@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from mediatord.backends.gicbase import SGI_PPI, GicBase
+
 # ZynqMP: GICD_TYPER.ITLinesNumber = 5, so INTIDs 0..191; 4 CPU interfaces.
 NUM_IRQS: Final = 192
-SGI_PPI: Final = 32
 # Reset values (GIC-400): SGIs edge (read-only), PPIs and SPIs level.
 ICFGR_SGI_RESET: Final = 0xAAAA_AAAA
 ICFGR_PPI_RESET: Final = 0x5554_0000
@@ -58,11 +59,12 @@ class GicContext:
     cpu: tuple[int, ...]
 
 
-class GicV2:
+class GicV2(GicBase):
     STATE_TYPES: Final = (Distributor, CpuInterface, GicContext)
 
     def __init__(self, ncpus: int) -> None:
         self.ncpus = ncpus
+        self.num_irqs = NUM_IRQS
         self.dist = Distributor()
         self.cpus = [CpuInterface() for _ in range(ncpus)]
 
@@ -76,21 +78,15 @@ class GicV2:
     def enable_distributor(self) -> None:
         self.dist.ctlr = 1
 
-    def route_spi(self, irq: int, cpu: int, priority: int, level: bool) -> None:
-        self._check_spi(irq)
-        self.dist.ipriority[irq] = priority
-        self.dist.itargets[irq] = 1 << cpu
-        shift = (irq % 16) * 2
-        word = irq // 16
-        edge_bit = 0b10 << shift
-        self.dist.icfgr[word] = (
-            self.dist.icfgr[word] & ~edge_bit if level else self.dist.icfgr[word] | edge_bit
-        )
-        self.dist.isenabler[irq // 32] |= 1 << (irq % 32)
+    def _spis(self) -> Distributor:
+        return self.dist
 
-    def disable_spi(self, irq: int) -> None:
-        self._check_spi(irq)
-        self.dist.isenabler[irq // 32] &= ~(1 << (irq % 32))
+    def _banked(self, cpu: int) -> CpuInterface:
+        return self.cpus[cpu]
+
+    def route_spi(self, irq: int, cpu: int, priority: int, level: bool) -> None:
+        self._program_spi(irq, priority, level)
+        self.dist.itargets[irq] = 1 << cpu
 
     def init_cpu(self, cpu: int, ppis: tuple[int, ...], priority: int, pmr: int) -> None:
         """A pCPU's own GIC bring-up: interface on, its PPIs enabled."""
@@ -106,14 +102,6 @@ class GicV2:
         """A GICv2 CPU interface keeps its registers while its core is off."""
 
     # ---- delivery
-
-    def enabled(self, irq: int, cpu: int) -> bool:
-        if irq < SGI_PPI:
-            return bool(self.cpus[cpu].isenabler0 >> irq & 1)
-        return bool(self.dist.isenabler[irq // 32] >> (irq % 32) & 1)
-
-    def priority(self, irq: int, cpu: int) -> int:
-        return self.cpus[cpu].ipriority[irq] if irq < SGI_PPI else self.dist.ipriority[irq]
 
     def why_not(self, irq: int, cpu: int) -> str | None:
         """None when ``cpu``'s interface would signal ``irq``; else the reason."""
@@ -185,8 +173,3 @@ class GicV2:
         if not (isinstance(dist, Distributor) and isinstance(cpus, list)):
             raise ValueError("GICv2 state of the wrong type")
         self.dist, self.cpus = dist, cpus
-
-    @staticmethod
-    def _check_spi(irq: int) -> None:
-        if not SGI_PPI <= irq < NUM_IRQS:
-            raise ValueError(f"INTID {irq} is not an SPI of this GIC (32..{NUM_IRQS - 1})")
