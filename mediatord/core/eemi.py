@@ -16,6 +16,7 @@ table is written out in ``docs/eemi-access.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Final
@@ -433,6 +434,8 @@ class Rights:
     hardware: bool
     vcpus: int
     owners: dict[str, int | None]  # board device -> owning domain id
+    # Whether a clock is enabled now (the firmware's state; read only for CLOCK_ENABLE).
+    clock_on: Callable[[int], bool]
 
     def device(self, name: str) -> bool:
         """Xilinx's pm_check_access with ownership for iomem permission: the
@@ -573,6 +576,11 @@ def decide(call: PmCall, rights: Rights) -> Decision:
     if api in _CLOCK_CONTROL or api in _CLOCK_READ:
         if arg0 >= CLOCK_END:
             return _invalid(PmStatus.INVALID_PARAM, f"clock {arg0} does not exist")
+        if api == PmApi.CLOCK_ENABLE and rights.clock_on(arg0):
+            # xilinx-eemi.c checks this before any access rule: an enabled clock may
+            # be "enabled" again by anyone (critical clocks are shared with devices
+            # the guest cannot see).
+            return Decision(Verdict.HANDLED, reason="the clock is already on")
         if api in _CLOCK_READ or arg0 in PLL_CLOCKS or rights.clock(arg0):
             return ALLOW
         return _deny(f"clock {arg0} drives a node that is not the domain's")

@@ -907,13 +907,10 @@ class Mediator:
         if firmware is None or call is None:
             return NOT_SUPPORTED_OUTCOME
         owners = {name: d.owner for name, d in self.system.devices.items()}
-        rights = eemi.Rights(domain.id, domain.hardware_domain, len(domain.vcpus), owners)
+        rights = eemi.Rights(
+            domain.id, domain.hardware_domain, len(domain.vcpus), owners, firmware.clock_enabled
+        )
         decision = eemi.decide(call, rights)
-        if call.api == eemi.PmApi.CLOCK_ENABLE and firmware.clock_enabled(call.arg0):
-            # xilinx-eemi.c checks this before any access rule: an enabled clock
-            # may be "enabled" again by anyone (critical clocks are shared with
-            # devices the guest cannot see).
-            decision = eemi.Decision(eemi.Verdict.HANDLED, reason="the clock is already on")
         fx: list[Effect] = []
         if decision.verdict is eemi.Verdict.ALLOW:
             regs = self._eemi_forward(firmware, domain, call, decision, fx)
