@@ -269,13 +269,11 @@ def _wrap(
             TARGET_DOMAIN.set(decision.target)
         return principal
 
-    async def around_unary(context: Context, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def around_unary(behaviour: Any, request: Any, context: Context) -> Any:
         await admit(context)
-        return await call()
+        return await behaviour(request, context)
 
-    async def around_stream(
-        context: Context, responses: Callable[[], AsyncIterator[Any]]
-    ) -> AsyncIterator[Any]:
+    async def around_stream(behaviour: Any, request: Any, context: Context) -> AsyncIterator[Any]:
         principal = await admit(context) or ANONYMOUS
         if not interceptor.stream_opened(principal):
             await context.abort(
@@ -283,7 +281,7 @@ def _wrap(
                 f"{principal} already holds {MAX_STREAMS_PER_PRINCIPAL} open streams",
             )
         try:
-            async for response in responses():
+            async for response in behaviour(request, context):
                 yield response
         finally:
             interceptor.stream_closed(principal)

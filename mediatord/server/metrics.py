@@ -325,26 +325,24 @@ def _measured(handler: Handler, metrics: Metrics, service: str, method: str) -> 
         if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
             metrics.denials.labels(method, code).inc()
 
-    async def around_unary(context: Context, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def around_unary(behaviour: Any, request: Any, context: Context) -> Any:
         started.inc()
         began = time.perf_counter()
         error: BaseException | None = None
         try:
-            return await call()
+            return await behaviour(request, context)
         except BaseException as exc:
             error = exc
             raise
         finally:
             done(context, began, error)
 
-    async def around_stream(
-        context: Context, responses: Callable[[], AsyncIterator[Any]]
-    ) -> AsyncIterator[Any]:
+    async def around_stream(behaviour: Any, request: Any, context: Context) -> AsyncIterator[Any]:
         started.inc()
         began = time.perf_counter()
         error: BaseException | None = None
         try:
-            async for response in responses():
+            async for response in behaviour(request, context):
                 yield response
         except BaseException as exc:
             error = exc

@@ -3,11 +3,17 @@
 An interceptor sees a handler, not the call; to act on the call (its context,
 its outcome) it returns a handler of the same shape that runs code around the
 original one. ``wrap`` builds that handler from two functions: one around a
-unary response, one around a response stream.
+unary response, one around a response stream. Each is bound to the original
+behaviour with ``functools.partial`` rather than called from a closure: a closure
+would be one more coroutine per call, and one more async generator every stream
+message passes through (grpc.aio still sees a coroutine / async generator
+function: ``inspect`` unwraps partials).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +23,9 @@ if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
     Context = grpc.aio.ServicerContext[Any, Any]
 
-AroundUnary = Callable[["Context", Callable[[], Awaitable[Any]]], Awaitable[Any]]
-AroundStream = Callable[["Context", Callable[[], AsyncIterator[Any]]], AsyncIterator[Any]]
+# (the original behaviour, the request, the context)
+AroundUnary = Callable[[Any, Any, "Context"], Awaitable[Any]]
+AroundStream = Callable[[Any, Any, "Context"], AsyncIterator[Any]]
 
 
 def wrap(handler: Handler, around_unary: AroundUnary, around_stream: AroundStream) -> Handler:
@@ -34,14 +41,10 @@ def wrap(handler: Handler, around_unary: AroundUnary, around_stream: AroundStrea
         else handler.unary_unary
     )
 
-    async def unary(request: Any, context: Context) -> Any:
-        return await around_unary(context, lambda: behaviour(request, context))
-
-    # grpc.aio tells streaming handlers by inspect.isasyncgenfunction: these must
-    # be async generator functions themselves.
-    async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
-        async for response in around_stream(context, lambda: behaviour(request, context)):
-            yield response
+    unary = functools.partial(around_unary, behaviour)
+    # grpc.aio tells streaming handlers by inspect.isasyncgenfunction.
+    streaming = functools.partial(around_stream, behaviour)
+    assert inspect.isasyncgenfunction(streaming), around_stream
 
     deserializer = handler.request_deserializer
     serializer = handler.response_serializer
