@@ -43,8 +43,11 @@ class VcpuHandler:
         """The host is to suspend (Control.RequestSystemSuspend): by default the
         domain suspends itself to RAM, as Linux would on ``echo mem``. Override to
         veto instead (``agent.veto_suspend(reason)``) or to do nothing."""
-        if vcpu == 0:
-            agent.suspend_on_request()
+        if vcpu == 0 and agent.suspend_on_request() is None and not agent.suspend_in_progress:
+            # Better a clear veto than a deadline nobody explains.
+            await agent.veto_suspend(
+                "the agent knows no resume entry point (give AsyncGuestAgent resume_entry)"
+            )
 
     async def handle(self, agent: AsyncGuestAgent, event: Event) -> None:
         kind, vcpu = event.kind, event.vcpu
@@ -235,7 +238,7 @@ class AsyncGuestAgent:
             self.last_seq = 0  # a restarted daemon numbers from 1 again
         self.last_seq = event.seq
         self.events.append(event)
-        if event.vcpu == 0 and isinstance(event.kind, fx.Start):
+        if event.vcpu == 0 and isinstance(event.kind, fx.Start | fx.Resume):
             self.boot_entry = event.kind.entry_point
         queue = self._queues.get(event.vcpu)
         if queue is None:
@@ -337,10 +340,15 @@ class AsyncGuestAgent:
         await self._thaw(report, secondary_entry or entry_point)
         return report
 
+    @property
+    def suspend_in_progress(self) -> bool:
+        return self.suspending is not None and not self.suspending.done()
+
     def suspend_on_request(self) -> asyncio.Task[SuspendReport] | None:
         """Answer a SUSPEND_REQUEST by suspending to RAM (in the background: the
-        vCPU's other events go on being handled). None if one is already going."""
-        if self.suspending is not None and not self.suspending.done():
+        vCPU's other events go on being handled). None if one is already going,
+        or if no resume entry point is known."""
+        if self.suspend_in_progress:
             return None
         entry = self.resume_entry if self.resume_entry is not None else self.boot_entry
         if entry is None:

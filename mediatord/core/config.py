@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from mediatord.core import scfw
+
 PAGE_SIZE: Final = 0x1000
 # A 48-bit IPA space: the largest stage-2 input size of an Armv8.0 core (Cortex-A53).
 IPA_LIMIT: Final = 1 << 48
@@ -41,7 +43,6 @@ BACKEND_NODES: Final = frozenset({"zynqmp"})
 # Backends whose firmware knows devices as SCFW resources (SC_R_*, kept in node_id):
 # a device there must name its resource.
 BACKEND_RESOURCES: Final = frozenset({"imx8"})
-SC_R_LAST: Final = 546
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +135,17 @@ def device_problems(
             )
         )
     if resources:
-        if not 0 < device.node_id < SC_R_LAST:
+        if not 0 < device.node_id < scfw.SC_R_LAST:
             problems.append(
-                Problem(f"{at}resource", f"must be an SCFW resource from 1 to {SC_R_LAST - 1}")
+                Problem(f"{at}resource", f"must be an SCFW resource from 1 to {scfw.SC_R_LAST - 1}")
+            )
+        elif device.node_id in scfw.SECURE:
+            problems.append(
+                Problem(
+                    f"{at}resource",
+                    f"{device.node_id} is in TF-A's secure partition (cores, GIC, "
+                    "SC_R_SYSTEM, its MU and timer): no domain may own it",
+                )
             )
     elif not nodes and device.node_id:
         problems.append(

@@ -61,28 +61,38 @@ def request(
     if hardware.state is not DomainState.RUNNING:
         return f"the hardware domain is {hardware.state.value}, so it cannot suspend the host"
     now = m.clock.now_ns()
-    running = [d for d in m.domus() if d.state is DomainState.RUNNING]
-    asked = [] if policy is SuspendPolicy.FORCE else [d.id for d in running]
+    system.suspend_requests += 1
     system.coordination = SuspendCoordination(
-        policy, by_hardware_domain, now, now + deadline_ns, asked
+        system.suspend_requests, policy, by_hardware_domain, now, now + deadline_ns, []
     )
-    for domain_id in asked:
-        m.emit_event(system.domains[domain_id], 0, SuspendRequest(now + deadline_ns), fx)
     progress(m, fx)
     return None
 
 
 def progress(m: Mediator, fx: list[Effect]) -> None:
-    """Re-evaluate the open request after an operation."""
+    """Re-evaluate the open request after any operation that can change a domain:
+    ask every domU that runs and was not asked yet (running at the request, created
+    since, or woken from an earlier suspend), note who suspended, end it when
+    nobody is left to wait for."""
     c = m.system.coordination
     if c is None:
         return
     domains = m.system.domains
+    if m.system.host_state is HostState.OFF:
+        _finish(m, c, CoordinationOutcome.HOST_OFF, fx, reason="the host was powered off")
+        return
     if m.system.host_state is not HostState.ACTIVE:
         # The hardware domain suspended the host without waiting: that ends it.
         _finish(m, c, CoordinationOutcome.READY, fx, ask_hardware_domain=False)
         return
-    c.asked = [i for i in c.asked if i in domains]  # destroyed domains do not count
+    # Destroyed domains do not count.
+    c.asked = [i for i in c.asked if i in domains]
+    c.suspended = [i for i in c.suspended if i in domains]
+    if c.policy is not SuspendPolicy.FORCE:
+        for domain in m.domus():
+            if domain.state is DomainState.RUNNING and domain.id not in c.asked:
+                c.asked.append(domain.id)
+                m.emit_event(domain, 0, SuspendRequest(c.deadline_ns), fx)
     for domain_id in c.asked:
         state = domains[domain_id].state
         if state is DomainState.SUSPENDED and domain_id not in c.suspended:
@@ -100,10 +110,14 @@ def veto(m: Mediator, domain_id: int, reason: str, fx: list[Effect]) -> str | No
         return "no system suspend request is open"
     if domain_id not in c.asked:
         return "this domain was not asked to suspend"
+    if any(i == domain_id for i, _ in c.vetoes):
+        return "this domain has vetoed this request already"
     c.vetoes.append((domain_id, reason))
     if c.policy is SuspendPolicy.WAIT_ALL:
         name = m.system.domains[domain_id].name
         _finish(m, c, CoordinationOutcome.VETOED, fx, vetoed_by=name, reason=reason)
+    else:
+        progress(m, fx)  # pause-stragglers: the last one still waited for may have vetoed
     return None
 
 
@@ -141,17 +155,22 @@ def _finish(
     system = m.system
     system.coordination = None
     names = {d.id: d.name for d in system.domains.values()}
-    suspended = tuple(names[i] for i in c.suspended)
+    suspended = tuple(names[i] for i in c.suspended if i in names)
     stragglers = tuple(
         d.name for d in m.domus() if d.state is DomainState.RUNNING and d.id not in c.suspended
     )
     if outcome is not CoordinationOutcome.READY:
-        # The host stays up: whoever suspended because it was asked runs again.
+        # The host stays up: whoever suspended because it was asked runs again,
+        # with what arrived meanwhile, as after a wake.
         for domain_id in c.suspended:
-            domain = system.domains[domain_id]
-            if domain.state is DomainState.SUSPENDED:
-                m.resume_suspended(domain, fx)
+            domain = system.domains.get(domain_id)
+            if domain is not None and domain.state is DomainState.SUSPENDED:
+                m.resume_domain(domain, fx)
         stragglers = ()
-    fx.append(SuspendCoordinated(c.policy, outcome, suspended, stragglers, vetoed_by, reason))
-    if outcome is CoordinationOutcome.READY and ask_hardware_domain and not c.by_hardware_domain:
+    fx.append(
+        SuspendCoordinated(c.request, c.policy, outcome, suspended, stragglers, vetoed_by, reason)
+    )
+    if outcome is CoordinationOutcome.READY and ask_hardware_domain:
+        # Also when the hardware domain asked: its answer may be lost (a broken
+        # connection, a restart), the event is not; its agent suspends once.
         m.emit_event(system.domains[HARDWARE_DOMAIN_ID], 0, SuspendRequest(c.deadline_ns), fx)

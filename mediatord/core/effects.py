@@ -151,13 +151,15 @@ class HardwareStep:
 
 @dataclass(frozen=True, slots=True)
 class FirmwareCall:
-    """An EEMI call and what became of it (verdict: allow / deny / invalid / handled)."""
+    """A power-firmware call and what became of it (verdict: allow / deny / invalid /
+    handled): an EEMI API (ZynqMP) or an SCFW service << 8 | function (i.MX8)."""
 
     domain_id: int
     domain: str
     api: int
     verdict: str
     status: int
+    firmware: str = "eemi"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,12 +176,14 @@ class CoordinationOutcome(Enum):
     READY = "ready"  # the hardware domain suspends the host now
     VETOED = "vetoed"
     DEADLINE = "deadline"
+    HOST_OFF = "host-off"  # the hardware domain powered the host off meanwhile
 
 
 @dataclass(frozen=True, slots=True)
 class SuspendCoordinated:
     """A coordinated system suspend ended (Control.RequestSystemSuspend's answer)."""
 
+    request: int
     policy: SuspendPolicy
     outcome: CoordinationOutcome
     suspended: tuple[str, ...]

@@ -327,11 +327,12 @@ class Mediator:
         handler = HANDLERS.get(fid)
         if handler is None or (domain.aarch32 and fid & smccc.SMC64_BIT):
             if (fid >> smccc.OWNER_SHIFT) & smccc.OWNER_MASK == smccc.Owner.SIP:
-                outcome = (
-                    self._scfw(domain, fid, args)
-                    if self.platform.scfw is not None
-                    else self._eemi(domain, caller, fid, args)
-                )
+                if self.platform.scfw is None:
+                    outcome = self._eemi(domain, caller, fid, args)
+                elif domain.aarch32 and fid & smccc.SMC64_BIT:
+                    outcome = NOT_SUPPORTED_OUTCOME  # as for any SMC64 call of AArch32
+                else:
+                    outcome = self._scfw(domain, fid, args)
                 if self.system.coordination is not None and isinstance(outcome, Returned):
                     more: list[Effect] = list(outcome.effects)
                     coordination.progress(self, more)
@@ -381,6 +382,8 @@ class Mediator:
         self.system.next_domain_id += 1
         domain = self._add_domain(config, fx)
         self._route_devices(domain.devices, fx)
+        # A domU made during a coordinated suspend is asked too.
+        coordination.progress(self, fx)
         return Created(domain, tuple(fx))
 
     def destroy_domain(self, name: str) -> Destroyed | Refused:
@@ -1006,13 +1009,19 @@ class Mediator:
         owners = {d.node_id: d.owner for d in self.system.devices.values()}
         rights = scfw.Rights(domain.id, domain.hardware_domain, owners)
         decision = scfw.decide(call, rights)
+        if decision.status == scfw.NOT_AN_SCFW_CALL:
+            return NOT_SUPPORTED_OUTCOME
         fx: list[Effect] = []
         if decision.verdict is scfw.Verdict.ALLOW:
             status, value = scu.call(call)
             self.collect(fx)
         else:
             status, value = decision.status, decision.value
-        fx.append(FirmwareCall(domain.id, domain.name, fid & 0xFFF, decision.verdict.value, status))
+        fx.append(
+            FirmwareCall(
+                domain.id, domain.name, fid & 0xFFF, decision.verdict.value, status, "scfw"
+            )
+        )
         return Returned((status, value, 0, 0), tuple(fx))
 
     def _device_of_node(self, node: int) -> Device | None:
@@ -1094,8 +1103,13 @@ class Mediator:
     def _wake_domain(self, d: Domain, irq: int, fx: list[Effect]) -> Vcpu:
         """Resume a suspended domain at its entry point, then hand it every
         interrupt that waited, the waking one last."""
-        v = self.resume_suspended(d, fx)
         self._make_pending(d, irq)
+        return self.resume_domain(d, fx)
+
+    def resume_domain(self, d: Domain, fx: list[Effect]) -> Vcpu:
+        """A suspended domain runs again (a wake, or an aborted system suspend):
+        resumed at its entry point, then handed every interrupt that waited."""
+        v = self.resume_suspended(d, fx)
         for pending in d.pending_irqs:
             self.emit_event(d, v.index, Wake(pending), fx)
         d.pending_irqs.clear()

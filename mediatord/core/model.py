@@ -60,8 +60,9 @@ class SuspendCoordination:
     """An open Control.RequestSystemSuspend: the domUs asked to suspend and what
     became of them."""
 
+    request: int  # numbers the requests of this system, 1, 2, ...
     policy: SuspendPolicy
-    by_hardware_domain: bool  # the hardware domain asked (it is answered, not sent an event)
+    by_hardware_domain: bool  # the hardware domain asked
     requested_ns: int
     deadline_ns: int
     asked: list[int]  # domU ids sent SUSPEND_REQUEST (running when asked)
@@ -163,8 +164,10 @@ class System:
     last_resume_ns: tuple[int, int] | None = None
     # Set from the start of a host suspend until its resume (or rollback) ends.
     host_suspend: HostSuspend | None = None
-    # An open coordinated suspend request (issue 11), until it ends.
+    # An open coordinated suspend request (issue 11), until it ends; and how many
+    # there have been (their numbers).
     coordination: SuspendCoordination | None = None
+    suspend_requests: int = 0
 
     def domain(self, name: str) -> Domain | None:
         domain_id = self.names.get(name)

@@ -95,6 +95,13 @@ class PowerMode(IntEnum):
 
 
 SC_R_LAST: Final = 546
+MAX_PARTITION: Final = 31  # sc_rm_pt_t: SC_RM_PARTITION_W = 5
+# The highest function numbers of the PM and RM services (ATF pm_rpc.h, rm_rpc.h):
+# above them, SC_ERR_NOTFOUND as the SCFW dispatcher answers.
+PM_LAST_FUNC: Final = 29
+RM_LAST_FUNC: Final = 33
+# decide()'s status for a function ID in the SCFW range that names no service.
+NOT_AN_SCFW_CALL: Final = -1
 # The resources a board file may name (docs/imx8-scfw.md 4.1; one numbering for
 # every i.MX8 SCFW SoC).
 RESOURCES: Final = {
@@ -109,7 +116,8 @@ RESOURCES: Final = {
     "SC_R_PCIE_A": 152,
     "SC_R_PCIE_B": 169,
     "SC_R_VPU": 540,
-    **{f"SC_R_MU_{n}A": 213 + n for n in range(7)},
+    # (MU_0A is TF-A's channel to the SCU: secure, not a board device.)
+    **{f"SC_R_MU_{n}A": 213 + n for n in range(1, 7)},
 }
 RESOURCE_NAMES: Final = {v: k for k, v in RESOURCES.items()}
 # TF-A's secure partition (plat/imx/imx8qm/include/sec_rsrc.h): cores, CCI, GIC,
@@ -188,7 +196,8 @@ def decide(call: ScCall, rights: Rights) -> Decision:
             return _rm(call, rights)
         case Svc.TIMER | Svc.PAD | Svc.MISC | Svc.IRQ:
             return Decision(Verdict.INVALID, ScErr.NOTFOUND, reason="not modelled")
-    return Decision(Verdict.INVALID, ScErr.NOTFOUND, reason=f"no SCFW service {call.svc}")
+    # Not a service at all: not an SCFW call (the caller answers NOT_SUPPORTED).
+    return Decision(Verdict.INVALID, NOT_AN_SCFW_CALL, reason=f"no SCFW service {call.svc}")
 
 
 def _pm(call: ScCall, rights: Rights) -> Decision:
@@ -203,10 +212,15 @@ def _pm(call: ScCall, rights: Rights) -> Decision:
                 return Decision(Verdict.DENY, ScErr.NOACCESS, reason="not the partition's")
             return Decision(Verdict.ALLOW)
         case PmFunc.IS_PARTITION_STARTED:
-            started = resource == partition_of(rights.domain_id)
-            return Decision(Verdict.HANDLED, value=int(started))
-    if call.func in PmFunc.__members__.values():
-        # CPUs, the system, other partitions: TF-A's and mediatord's (PSCI, Control).
+            partition = resource
+            if partition > MAX_PARTITION:
+                return Decision(Verdict.INVALID, ScErr.PARM, reason=f"no partition {partition}")
+            if partition != partition_of(rights.domain_id):
+                return Decision(Verdict.DENY, ScErr.NOACCESS, reason="another partition")
+            return Decision(Verdict.HANDLED, value=1)
+    if call.func <= PM_LAST_FUNC:
+        # CPUs, the system, boot, other partitions, clocks, resets: TF-A's and
+        # mediatord's business (PSCI, Control), or not modelled: refused untouched.
         return Decision(Verdict.DENY, ScErr.NOACCESS, reason="not a guest's call")
     return Decision(Verdict.INVALID, ScErr.NOTFOUND, reason=f"no PM function {call.func}")
 
@@ -225,5 +239,7 @@ def _rm(call: ScCall, rights: Rights) -> Decision:
             if resource in SECURE or resource not in rights.owners:
                 return Decision(Verdict.HANDLED, value=0)  # the SCU's / secure partition
             return Decision(Verdict.HANDLED, value=partition_of(owner or 0))
-    # Allocating, assigning, moving: ownership is the board file's and Control's.
-    return Decision(Verdict.DENY, ScErr.NOACCESS, reason="partitions are mediatord's")
+    if call.func <= RM_LAST_FUNC:
+        # Allocating, assigning, moving: ownership is the board file's and Control's.
+        return Decision(Verdict.DENY, ScErr.NOACCESS, reason="partitions are mediatord's")
+    return Decision(Verdict.INVALID, ScErr.NOTFOUND, reason=f"no RM function {call.func}")

@@ -55,6 +55,7 @@ COORDINATION_OUTCOME: Final = {
     fx.CoordinationOutcome.READY: pb.RequestSystemSuspendResponse.OUTCOME_READY,
     fx.CoordinationOutcome.VETOED: pb.RequestSystemSuspendResponse.OUTCOME_VETOED,
     fx.CoordinationOutcome.DEADLINE: pb.RequestSystemSuspendResponse.OUTCOME_DEADLINE,
+    fx.CoordinationOutcome.HOST_OFF: pb.RequestSystemSuspendResponse.OUTCOME_HOST_OFF,
 }
 
 
@@ -65,6 +66,7 @@ def suspend_coordinated(effect: fx.SuspendCoordinated) -> pb.RequestSystemSuspen
         stragglers=effect.stragglers,
         vetoed_by=effect.vetoed_by,
         reason=effect.reason,
+        request=effect.request,
     )
 
 
@@ -234,12 +236,7 @@ def system_event(effect: fx.Effect) -> pb.SystemEvent | None:
         case fx.SuspendCoordinated():
             return pb.SystemEvent(
                 suspend_coordination=pb.SuspendCoordination(
-                    policy=SUSPEND_POLICY[effect.policy],
-                    outcome=COORDINATION_OUTCOME[effect.outcome],
-                    suspended=effect.suspended,
-                    stragglers=effect.stragglers,
-                    vetoed_by=effect.vetoed_by,
-                    reason=effect.reason,
+                    policy=SUSPEND_POLICY[effect.policy], result=suspend_coordinated(effect)
                 )
             )
         case fx.DomainCreated():

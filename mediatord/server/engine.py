@@ -173,6 +173,12 @@ class Watcher:
         self.queue.put_nowait(None)
 
 
+def _ends_a_request(effects: tuple[Effect, ...]) -> bool:
+    """Whether a call ended a coordinated suspend: journalled whatever its function
+    (the core ends requests only on changes, but a replay must see every end)."""
+    return any(type(e) is fx.SuspendCoordinated for e in effects)
+
+
 class Engine:
     """Owns the :class:`Mediator` for a running server and delivers its effects."""
 
@@ -199,9 +205,11 @@ class Engine:
         # the context of the RPC that caused them (its log fields: request id, rpc).
         self._held: deque[tuple[int, tuple[Effect, ...], contextvars.Context]] = deque()
         self._marked: dict[int, int] = {}
-        # The open coordinated suspend request's answer and deadline timer.
-        self._coordination: asyncio.Future[fx.SuspendCoordinated] | None = None
-        self._deadline: asyncio.TimerHandle | None = None
+        # Coordinated suspend requests by number: their answers and deadline timers.
+        # (A request may end in the core and a new one begin before the first's
+        # outcome is durable: each keeps its own.)
+        self._coordinations: dict[int, asyncio.Future[fx.SuspendCoordinated]] = {}
+        self._deadlines: dict[int, asyncio.TimerHandle] = {}
         if mailboxes is None:
             self._apply(boot_effects)
         else:
@@ -333,7 +341,9 @@ class Engine:
             record = None
             # (NOT_SUPPORTED, e.g. any SiP call on a board without power firmware,
             # changed nothing whatever the function ID.)
-            if outcome is not NOT_SUPPORTED_OUTCOME and records.changes_state(function_id):
+            if outcome is not NOT_SUPPORTED_OUTCOME and (
+                records.changes_state(function_id) or _ends_a_request(outcome.effects)
+            ):
                 record = records.call(now, domain, vcpu, function_id, args, x0=outcome.regs[0])
             seq = self._accept(record, outcome.effects)
             return await self._settle(seq) or outcome.regs
@@ -380,7 +390,11 @@ class Engine:
         return mailbox, generation
 
     def shut_down(self) -> None:
-        """End every Attach and WatchEvents stream (the server is stopping)."""
+        """End every Attach and WatchEvents stream (the server is stopping) and stop
+        timing suspend requests (a restart re-arms an open one)."""
+        for timer in self._deadlines.values():
+            timer.cancel()
+        self._deadlines.clear()
         for mailbox in self.mailboxes.values():
             mailbox.close("the server is shutting down", shutting_down=True)
         for watcher in self.watchers:
@@ -494,8 +508,9 @@ class Engine:
         result = self.mediator.request_system_suspend(policy, deadline_ns, by_hardware_domain)
         if isinstance(result, Refused):
             return await self._settle(self._last_logged()) or result
+        number = self.mediator.system.suspend_requests
         waiter: asyncio.Future[fx.SuspendCoordinated] = asyncio.get_running_loop().create_future()
-        self._coordination = waiter
+        self._coordinations[number] = waiter
         self.arm_suspend_deadline()
         record = records.request_system_suspend(now, policy, deadline_ns, by_hardware_domain)
         if (refused := await self._settle(self._accept(record, result.effects))) is not None:
@@ -519,11 +534,13 @@ class Engine:
             return
         remaining = max(0, open_request.deadline_ns - self.clock.now_ns()) / 1e9
         loop = asyncio.get_running_loop()
-        self._deadline = loop.call_later(remaining, self._expire, open_request.requested_ns)
+        number = open_request.request
+        self._deadlines[number] = loop.call_later(remaining, self._expire, number)
 
-    def _expire(self, requested_ns: int) -> None:
+    def _expire(self, number: int) -> None:
+        self._deadlines.pop(number, None)
         open_request = self.mediator.system.coordination
-        if open_request is None or open_request.requested_ns != requested_ns:
+        if open_request is None or open_request.request != number:
             return  # it ended before its deadline
         if self.journal is not None and self.journal.failed is not None:
             return
@@ -592,9 +609,11 @@ class Engine:
                 case fx.FirmwareCall():
                     level = log.info if effect.verdict in ("deny", "invalid") else log.debug
                     level(
-                        "eemi call",
+                        f"{effect.firmware} call",
                         domain=effect.domain,
-                        api=eemi_name(effect.api),
+                        api=eemi_name(effect.api)
+                        if effect.firmware == "eemi"
+                        else f"{effect.api:#05x}",
                         verdict=effect.verdict,
                         status=effect.status,
                     )
@@ -616,10 +635,10 @@ class Engine:
                     )
 
     def _coordinated(self, outcome: fx.SuspendCoordinated) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        waiter, self._coordination = self._coordination, None
+        timer = self._deadlines.pop(outcome.request, None)
+        if timer is not None:
+            timer.cancel()
+        waiter = self._coordinations.pop(outcome.request, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(outcome)
         self.metrics.suspend_coordinated(outcome.policy.value, outcome.outcome.value)

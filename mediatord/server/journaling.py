@@ -269,10 +269,14 @@ class GroupCommit:
                 for mark in self._marks():
                     self.log(mark)
                 await self.wait(self.appended)
-                # The clock's last position: a restart continues from it.
-                await self._loop.run_in_executor(
-                    self._executor, self.journal.set_meta, self._meta()
-                )
+                # The clock's last position: a restart continues from it (without
+                # it, from the last batch's: every record is durable regardless).
+                try:
+                    await self._loop.run_in_executor(
+                        self._executor, self.journal.set_meta, self._meta()
+                    )
+                except Exception as error:
+                    log.warning("journal clock position at stop not written", error=str(error))
                 if snapshot and self.appended > self.snapshot_seq:
                     body = self._snapshot()
                     seq = self.appended

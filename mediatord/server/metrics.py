@@ -198,7 +198,7 @@ class Metrics:
 
     def effect(self, effect: fx.Effect) -> None:
         match effect:
-            case fx.FirmwareCall():
+            case fx.FirmwareCall() if effect.firmware == "eemi":
                 self.eemi.labels(
                     API_NAMES.get(effect.api, "other"),
                     effect.verdict,

@@ -408,6 +408,7 @@ def test_coordinated_suspend_from_the_shell(fresh: str, direct: Direct) -> None:
         "stragglers": ["domu1", "domu2"],
         "vetoed_by": "",
         "reason": "",
+        "request": 2,  # the second request of this daemon
     }
     usage = direct.ctl(fresh, "suspend", "--policy", "maybe")
     assert usage.returncode == 2

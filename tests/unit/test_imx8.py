@@ -5,13 +5,15 @@ those and nothing else. Values are the SCFW's (sc_err_t, SC_R_*, power modes).""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from mediatord.backends import create_platform
 from mediatord.backends.imx8 import Imx8
-from mediatord.board import load_board
+from mediatord.board import BoardError, load_board, parse_board
 from mediatord.core.clock import ManualClock
+from mediatord.core.config import DomainConfig
 from mediatord.core.mediator import IrqOutcome, Mediator, Raised, Refused, Returned
 
 SET_MODE, GET_MODE = 0xC200_1203, 0xC200_1204
@@ -106,13 +108,45 @@ def test_partition_queries(m: Mediator) -> None:
         (REQ_CPU_LOW_POWER_MODE, (NOACCESS, 0)),  # cores are TF-A's: PSCI only
         (0xC200_1263, (NOTFOUND, 0)),  # PM has no function 0x63
         (0xC200_1701, (NOTFOUND, 0)),  # MISC: not modelled
-        (0xC200_1103, (NOTFOUND, 0)),  # no SCFW service 1
+        (0xC200_1103, (NOT_SUPPORTED, 0)),  # no SCFW service 1: not an SCFW call
+        (0xC200_1219, (NOACCESS, 0)),  # PM 25, reboot_continue: not a guest's
+        (0xC200_1340, (NOTFOUND, 0)),  # RM has no function 0x40
+        (0xC200_1302, (NOACCESS, 0)),  # RM partition_free: partitions are mediatord's
         (0xC200_0002, (NOT_SUPPORTED, 0)),  # IMX_SIP_SRTC: outside the SCFW scheme
         (0xC200_000D, (NOT_SUPPORTED, 0)),  # an EEMI call on an i.MX8
     ],
 )
 def test_what_is_not_a_guests_call(m: Mediator, fid: int, answer: tuple[int, int]) -> None:
     assert sc(m, "domu1", fid, SC_R_UART_1) == answer
+
+
+def test_partitions_other_than_ones_own(m: Mediator) -> None:
+    is_started = 0xC200_1218
+    assert sc(m, "domu1", is_started, 3) == (NONE, 1)  # its own: 2 + 1
+    assert sc(m, "domu1", is_started, 4) == (NOACCESS, 0)
+    assert sc(m, "domu1", is_started, 32) == (PARM, 0)  # sc_rm_pt_t is 5 bits
+
+
+def test_an_aarch32_domain_has_no_smc64_scfw_calls(m: Mediator) -> None:
+    created = m.create_domain(
+        DomainConfig(
+            name="a32", id=0, vcpus=1, ram_base=0x8000_0000, ram_size=0x10_0000, aarch32=True
+        )
+    )
+    assert not isinstance(created, Refused)
+    assert sc(m, "a32", GET_PARTITION) == (NOT_SUPPORTED, 0)
+    assert sc(m, "a32", 0x8200_1305) == (NONE, 2 + created.domain.id)  # the SMC32 form
+
+
+def test_a_board_may_not_give_away_the_secure_partition() -> None:
+    text = (Path(__file__).parents[2] / "mediatord" / "boards" / "imx8.toml").read_text()
+    with pytest.raises(BoardError) as caught:
+        parse_board(text.replace('resource = "SC_R_UART_1"', "resource = 355"), "b.toml")
+    assert [str(p) for p in caught.value.problems] == [
+        "devices.UART_1.resource: 355 is in TF-A's secure partition (cores, GIC, SC_R_SYSTEM, "
+        "its MU and timer): no domain may own it"
+    ]
+    assert "SC_R_MU_0A" not in text
 
 
 def test_an_imx8_state_survives_a_snapshot(m: Mediator) -> None:
