@@ -10,6 +10,7 @@ daemon's timer), a few hundred milliseconds.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from prometheus_client import generate_latest
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.core import effects as fx
 from mediatord.core.config import BoardConfig
+from mediatord.journal import Journal
 
 WITHIN = 5.0
 ENTRY = {"dom0": 0x4030_0000, "domu1": 0x4010_0000, "domu2": 0x4020_0000}
@@ -239,3 +241,28 @@ async def test_a_domu_may_not_request_and_a_veto_needs_a_request(mediator: Any) 
             await agent.veto_suspend("why not")
     finally:
         await agent.close()
+
+
+async def test_each_request_gets_its_own_answer(
+    mediator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ends in the core (force: at once) while its outcome is still being written,
+    and B begins: each must get its own answer and keep its own deadline."""
+    append = Journal.append
+
+    def slow_disk(journal: Journal, batch: Any, meta: Any = None) -> int:
+        time.sleep(0.2)  # on the journal thread: an fsync that takes its time
+        return append(journal, batch, meta)
+
+    monkeypatch.setattr(Journal, "append", slow_disk)
+    engine = mediator.server.engine
+    async with Operator(mediator.target) as a, Operator(mediator.target) as b:
+        first = asyncio.ensure_future(a.request_system_suspend(pb.SUSPEND_POLICY_FORCE, 1000))
+        for _ in range(1000):  # until A has run in the core
+            if engine.mediator.system.suspend_requests == 1:
+                break
+            await asyncio.sleep(0.001)
+        second = asyncio.ensure_future(b.request_system_suspend(pb.SUSPEND_POLICY_WAIT_ALL, 300))
+        answers = await asyncio.wait_for(asyncio.gather(first, second), WITHIN)
+    assert [(r.request, r.outcome) for r in answers] == [(1, READY), (2, DEADLINE)]
+    assert engine.mediator.system.coordination is None
