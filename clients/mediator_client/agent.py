@@ -20,7 +20,14 @@ from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
 from mediatord.core import effects as fx
 from mediatord.core.eemi import CAP_WAKEUP, PM_SIP_SVC, PmApi
 from mediatord.core.psci import AffinityInfo, PsciRet
-from mediatord.server.auth import DOMAIN_KEY, PRINCIPAL_KEY
+from mediatord.server.auth import (
+    DOMAIN_KEY,
+    EVENT_STREAM_KEY,
+    LAST_EVENT_KEY,
+    LAST_EVENT_NONE,
+    PRINCIPAL_KEY,
+    metadata_value,
+)
 
 T = TypeVar("T")
 MAX_VCPUS: Final = 128
@@ -104,6 +111,9 @@ class AsyncGuestAgent:
             self.metadata += ((PRINCIPAL_KEY, principal),)
         self.timeout = timeout
         self.events: list[Event] = []
+        # The daemon's numbering of this domain's events, and the last one received:
+        # said when attaching again, so that only what was not received comes again.
+        self.event_stream: str | None = None
         self.last_seq = 0
         # What the domain holds through EEMI: node -> capabilities, and its wake sources.
         self.held: dict[int, int] = {}
@@ -206,7 +216,19 @@ class AsyncGuestAgent:
             try:
                 await self.connect()
                 assert self._stub is not None
-                stream = self._stub.Attach(pb.AttachRequest(), metadata=self.metadata)
+                last = (
+                    LAST_EVENT_NONE
+                    if self.event_stream is None
+                    else f"{self.event_stream}/{self.last_seq}"
+                )
+                metadata = (*self.metadata, (LAST_EVENT_KEY, last))
+                stream = self._stub.Attach(pb.AttachRequest(), metadata=metadata)
+                initial = await stream.initial_metadata()
+                stream_id = metadata_value(initial, EVENT_STREAM_KEY)
+                if stream_id is not None and stream_id != self.event_stream:
+                    # Another numbering (a daemon that lost its state, or a domain
+                    # made again under this name): its seq starts over.
+                    self.event_stream, self.last_seq = stream_id, 0
                 async for message in stream:
                     attempts = 0
                     await self._deliver(Event.from_proto(message))
@@ -233,9 +255,7 @@ class AsyncGuestAgent:
 
     async def _deliver(self, event: Event) -> None:
         if event.seq <= self.last_seq:
-            if event.seq != 1:
-                return  # delivered before (at-least-once across reconnects)
-            self.last_seq = 0  # a restarted daemon numbers from 1 again
+            return  # delivered before (an Attach that did not say what it had)
         self.last_seq = event.seq
         self.events.append(event)
         if event.vcpu == 0 and isinstance(event.kind, fx.Start | fx.Resume):
@@ -324,7 +344,7 @@ class AsyncGuestAgent:
         report.suspended_at = time.monotonic()
         # The RESUME may overtake the call's own answer (another stream), so count
         # from before the call; only a RESUME at this suspend's entry point and
-        # context ID ends the wait (Attach delivers at least once).
+        # context ID ends the wait (not a RESUME of an earlier suspend).
         since = len(self.events)
         try:
             await self.call(psci.system_suspend(entry_point, context_id), vcpu=0)

@@ -760,6 +760,8 @@ class Mediator:
             self.system.last_suspend_ns = (record.started_ns, record.suspended_ns)
             return result
         self.system.host_suspend = None
+        # The rollback's move_back returned the hypervisor to the caller's pCPU, where
+        # the trap was taken; the trap now returns, and the rest value is the boot pCPU.
         self.system.hyp_pcpu = self.platform.boot_pcpu
         v.entry_point, v.context_id = previous
         self.set_power(d, v, VcpuPower.ON, fx)

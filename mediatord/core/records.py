@@ -55,8 +55,8 @@ INJECT_FAULT: Final = "inject_fault"
 REQUEST_SYSTEM_SUSPEND: Final = "request_system_suspend"
 SUSPEND_VETO: Final = "suspend_veto"
 EXPIRE_SUSPEND_REQUEST: Final = "expire_suspend_request"
-# Not an input: the highest VcpuEvent seq each domain's agent has received, so a
-# restart does not deliver those again (Attach is at least once; this bounds it).
+# Not an input: the highest VcpuEvent seq each domain's agent has acknowledged, so
+# a restart does not deliver those again.
 DELIVERED: Final = "delivered"
 
 # PSCI / SMCCC functions that only read.

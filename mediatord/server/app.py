@@ -222,7 +222,12 @@ async def start(
             resources = held.pop_all()
         recovery.continue_clock(recovered.journal, clock)
         _report(recovered, state_dir, metrics)
-        engine = Engine(recovered.mediator, metrics=metrics, mailboxes=recovered.mailboxes)
+        engine = Engine(
+            recovered.mediator,
+            metrics=metrics,
+            mailboxes=recovered.mailboxes,
+            history=recovered.history,
+        )
     try:
         return await _serve(
             board,

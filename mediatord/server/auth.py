@@ -36,6 +36,12 @@ from mediatord.server.wrapping import WrapperCache, wrap
 
 DOMAIN_KEY: Final = "x-mediator-domain"
 PRINCIPAL_KEY: Final = "x-mediator-principal"
+# Attach's acknowledgements ride in metadata, leaving the contract's messages as
+# they are: the daemon names its numbering of the domain's events in the initial
+# metadata, and an agent attaching again says the last event of it that it has.
+EVENT_STREAM_KEY: Final = "x-mediator-event-stream"
+LAST_EVENT_KEY: Final = "x-mediator-last-event"
+LAST_EVENT_NONE: Final = "none"  # a new agent's first Attach
 URI_PREFIX: Final = "mediator://"
 GUEST_SERVICE: Final = "mediator.v1.Guest"
 CONTROL_SERVICE: Final = "mediator.v1.Control"

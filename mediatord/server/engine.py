@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import secrets
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -87,61 +88,109 @@ class Mailbox:
     """The VcpuEvents of one domain, waiting for (or streaming to) its Attach.
 
     One Attach reads at a time; a newer Attach takes over from an older one.
-    An event leaves the mailbox only after it was handed to the stream, so an
-    agent that reconnects gets everything it had not received.
+    An event handed to a stream may still be lost in the transport when the
+    connection breaks, so an agent that keeps track of what it received says so:
+    its first Attach carries ``x-mediator-last-event: none`` and each later one
+    ``STREAM/SEQ``, acknowledging every event up to SEQ of the numbering STREAM
+    (this mailbox's ``stream_id``, sent in the Attach's initial metadata). The
+    events it was handed beyond SEQ are sent again. A new agent (``none``, or
+    another numbering) acknowledges what earlier readers were handed; an Attach
+    without the header acknowledges each event as its stream takes it (an agent
+    that keeps no sequence numbers cannot say more).
     """
 
-    def __init__(self, domain_id: int, name: str, events: Iterable[fx.DomainEvent] = ()) -> None:
+    def __init__(
+        self,
+        domain_id: int,
+        name: str,
+        stream_id: str,
+        events: Iterable[fx.DomainEvent] = (),
+        last_seq: int = 0,
+    ) -> None:
         self.domain_id = domain_id
         self.name = name
+        self.stream_id = stream_id
+        # Not yet acknowledged; the first ``_handed`` of them went to the current reader.
         self.events: deque[fx.DomainEvent] = deque(events)
-        # The highest seq handed to an Attach stream (journalled now and then, so
-        # that a restart does not deliver it again).
-        self.delivered = 0
+        self._handed = 0
+        # The highest seq acknowledged (journalled now and then as a `delivered`
+        # mark, so that a restart does not deliver it again).
+        self.acked = 0
+        # The domain's newest event: no agent can have received beyond it.
+        self.last_seq = max(last_seq, self.events[-1].seq if self.events else 0)
         self.dropped = 0
         self.closed: str | None = None
         # Closed because the server stops, not because the domain went away.
         self.shutting_down = False
         self._generation = 0
+        self._acking = False  # the current reader acknowledges by seq
         self._ready = asyncio.Event()
 
     def put(self, event: fx.DomainEvent) -> None:
         if len(self.events) >= MAILBOX_LIMIT:
             self.events.popleft()
-            self.dropped += 1
-            log.warning("event dropped", domain=self.name, dropped=self.dropped)
+            if self._handed:
+                self._handed -= 1  # the reader had it: forgotten, not lost
+            else:
+                self.dropped += 1
+                log.warning("event dropped", domain=self.name, dropped=self.dropped)
         self.events.append(event)
+        self.last_seq = event.seq
         self._ready.set()
+
+    def waiting(self) -> int:
+        """Events the current reader has not been handed yet."""
+        return len(self.events) - self._handed
 
     def close(self, reason: str, shutting_down: bool = False) -> None:
         self.closed = reason
         self.shutting_down = shutting_down
         self._ready.set()
 
-    def take_over(self) -> int:
-        """Start a new reader; the previous one (if any) stops at its next event."""
+    def take_over(self, acked: int | None, acking: bool) -> int:
+        """Start a new reader; the previous one (if any) stops at its next event.
+        ``acked``: the seq up to which the new reader's agent has every event of
+        this stream (None: a new agent, which has none of what earlier readers
+        took). ``acking``: whether it will acknowledge by seq when it attaches
+        again (else each event is acknowledged as the stream takes it)."""
         self._generation += 1
+        if acked is not None:
+            self._acknowledge(acked)
+        elif self._handed:
+            self._acknowledge(self.events[self._handed - 1].seq)
+        self._acking = acking or acked is not None
+        # Whatever the previous reader was handed and is not acknowledged goes again.
+        self._handed = 0
         self._ready.set()
         return self._generation
 
     def superseded(self, generation: int) -> bool:
         return generation != self._generation
 
+    def _acknowledge(self, seq: int) -> None:
+        events = self.events
+        while events and events[0].seq <= seq:
+            events.popleft()
+            if self._handed:
+                self._handed -= 1
+        self.acked = max(self.acked, seq)
+
     async def follow(self, generation: int) -> AsyncIterator[fx.DomainEvent]:
         """Yield events in order until the mailbox closes or a newer reader takes over."""
         while True:
             if self.superseded(generation) or self.closed is not None:
                 return
-            if not self.events:
+            if self._handed >= len(self.events):
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            event = self.events[0]
+            event = self.events[self._handed]
             yield event
-            # Handed over: now it may leave (unless a newer reader already took it).
-            self.delivered = max(self.delivered, event.seq)
-            if self.events and self.events[0] is event:
-                self.events.popleft()
+            if self.superseded(generation):
+                return  # the newer reader starts from what is acknowledged: it sends it again
+            self._handed += 1
+            if not self._acking:
+                self._acknowledge(event.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,10 +237,13 @@ class Engine:
         boot_effects: Iterable[Effect] = (),
         metrics: Metrics | None = None,
         mailboxes: Mailboxes | None = None,
+        history: str = "",
     ) -> None:
         """``mailboxes``: the queued events of a recovered state (instead of the
-        boot effects of a fresh one)."""
+        boot effects of a fresh one). ``history``: what names this numbering of
+        events (the journal's; a daemon without one numbers afresh each start)."""
         self.mediator = mediator
+        self.history = history or secrets.token_hex(8)
         self.clock = mediator.clock
         self.metrics = metrics or Metrics()
         self.mailboxes: dict[int, Mailbox] = {}
@@ -213,9 +265,20 @@ class Engine:
         if mailboxes is None:
             self._apply(boot_effects)
         else:
+            domains = mediator.system.domains
             for domain_id, (name, events) in mailboxes.items():
-                box = self.mailboxes[domain_id] = Mailbox(domain_id, name, events)
+                box = self.mailboxes[domain_id] = Mailbox(
+                    domain_id,
+                    name,
+                    self._stream_id(domain_id),
+                    events,
+                    last_seq=domains[domain_id].event_seq,
+                )
                 self._by_name[name] = box
+
+    def _stream_id(self, domain_id: int) -> str:
+        # Domain ids are never reused, so this names one incarnation's numbering.
+        return f"{self.history}.{domain_id}"
 
     # -------------------------------------------------------------- journal
 
@@ -239,9 +302,7 @@ class Engine:
     def delivery_marks(self) -> list[records.Record]:
         """A record of the events handed to agents since the last one (if any were)."""
         changed = {
-            i: m.delivered
-            for i, m in self.mailboxes.items()
-            if m.delivered > self._marked.get(i, 0)
+            i: m.acked for i, m in self.mailboxes.items() if m.acked > self._marked.get(i, 0)
         }
         if not changed:
             return []
@@ -381,12 +442,38 @@ class Engine:
         view of which domains exist, the one identity checks must use."""
         return self._by_name.get(domain)
 
-    def attach(self, domain: str) -> tuple[Mailbox, int] | Refused:
+    def attach(
+        self, domain: str, last_event: tuple[str, int] | None = None, acking: bool = False
+    ) -> tuple[Mailbox, int] | Refused:
+        """Take over a domain's events (see :class:`Mailbox`). ``last_event``:
+        (stream id, seq) of the last event the agent has. An agent whose stream
+        id is not this domain's current one (the daemon started afresh without
+        its journal, or the domain was destroyed and made again) is a new agent
+        here. ``acking``: the agent acknowledges by seq (implied by ``last_event``)."""
         mailbox = self._mailbox(domain)
         if mailbox is None:
             return Refused(Refusal.UNKNOWN_DOMAIN, f"no domain named {domain!r}")
-        generation = mailbox.take_over()
-        log.info("attached", domain=domain, backlog=len(mailbox.events))
+        acked = None
+        if last_event is not None:
+            acking = True
+            stream_id, seq = last_event
+            if stream_id != mailbox.stream_id:
+                log.info(
+                    "attached from another event stream",
+                    domain=domain,
+                    agent_stream=stream_id,
+                    stream=mailbox.stream_id,
+                )
+            elif seq > mailbox.last_seq:
+                return Refused(
+                    Refusal.INVALID_ARGUMENT,
+                    f"last event {seq} of stream {stream_id} is beyond {domain}'s newest "
+                    f"event ({mailbox.last_seq})",
+                )
+            else:
+                acked = seq
+        generation = mailbox.take_over(acked, acking)
+        log.info("attached", domain=domain, backlog=mailbox.waiting(), acked=acked)
         return mailbox, generation
 
     def shut_down(self) -> None:
@@ -586,7 +673,9 @@ class Engine:
                 case fx.DomainStateChanged():
                     log.info("domain state", domain=effect.domain, state=effect.state.value)
                 case fx.DomainCreated():
-                    box = Mailbox(effect.domain_id, effect.domain)
+                    box = Mailbox(
+                        effect.domain_id, effect.domain, self._stream_id(effect.domain_id)
+                    )
                     self.mailboxes[effect.domain_id] = self._by_name[effect.domain] = box
                     log.info("domain created", domain=effect.domain, domain_id=effect.domain_id)
                 case fx.DomainDestroyed():

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -131,6 +132,7 @@ class Recovered:
     quarantined: int = 0
     seconds: float = 0.0
     fresh: bool = False
+    history: str = ""
 
     def about(self) -> dict[str, object]:
         """What start found, for ExportState and check-state."""
@@ -197,7 +199,15 @@ def _rebuild(
     if fresh:
         if loaded.snapshot is not None or loaded.records:
             raise JournalError("the journal holds records but not the board they are for")
-        journal.set_meta({"board": digest, "board_name": board.name, "boot_ns": str(clock.tick())})
+        journal.set_meta(
+            {
+                "board": digest,
+                "board_name": board.name,
+                "boot_ns": str(clock.tick()),
+                # Names this journal's numbering of VcpuEvents (see Engine.history).
+                "history": secrets.token_hex(8),
+            }
+        )
     elif stored != digest:
         raise JournalError(
             f"the journal was written for board {journal.meta('board_name')!r} "
@@ -236,6 +246,7 @@ def _rebuild(
         len(loaded.records),
         damage=list(loaded.damage),
         fresh=fresh,
+        history=journal.meta("history") or "",
     )
 
 

@@ -20,7 +20,13 @@ from mediatord.core.config import DomainConfig
 from mediatord.core.effects import Regs
 from mediatord.core.mediator import Refusal, Refused
 from mediatord.server import convert, export
-from mediatord.server.auth import TARGET_DOMAIN
+from mediatord.server.auth import (
+    EVENT_STREAM_KEY,
+    LAST_EVENT_KEY,
+    LAST_EVENT_NONE,
+    TARGET_DOMAIN,
+    metadata_value,
+)
 from mediatord.server.engine import WATCH_LIMIT, Aborted, Engine
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -36,6 +42,7 @@ STATUS: Final = {
     Refusal.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 CONDUITS: Final = frozenset(pb.Conduit.values())
+MAX_SEQ: Final = 2**64 - 1
 # A veto's reason is for logs and the operator, not a payload.
 MAX_REASON: Final = 1024
 
@@ -45,6 +52,23 @@ log = logs.get("mediatord.rpc")
 async def refuse(context: Context, refused: Refused, **fields: object) -> NoReturn:
     log.info("refused", reason=refused.reason.value, message=refused.message, **fields)
     await context.abort(STATUS[refused.reason], refused.message)
+
+
+def parse_last_event(value: str | None) -> tuple[str, int] | Refused | None:
+    """``x-mediator-last-event: STREAM/SEQ`` as (stream id, seq); None if absent
+    or ``none`` (a new agent's first Attach)."""
+    if value is None or value == LAST_EVENT_NONE:
+        return None
+    stream_id, slash, seq = value.rpartition("/")
+    well_formed = seq.isascii() and seq.isdecimal() and len(seq) <= len(str(MAX_SEQ))
+    if not slash or not stream_id or not well_formed or int(seq) > MAX_SEQ:
+        return Refused(
+            Refusal.INVALID_ARGUMENT,
+            f"{LAST_EVENT_KEY} must be STREAM/SEQ (the {EVENT_STREAM_KEY} of an earlier "
+            f"Attach and the seq of the last event received from it) or "
+            f"{LAST_EVENT_NONE!r} (nothing received yet), not {value!r}",
+        )
+    return stream_id, int(seq)
 
 
 def calling_domain() -> str:
@@ -98,10 +122,15 @@ class GuestService(pb_grpc.GuestServicer):
         self, request: pb.AttachRequest, context: Context
     ) -> AsyncIterator[pb.VcpuEvent]:
         domain = calling_domain()
-        attached = self.engine.attach(domain)
+        said = metadata_value(context.invocation_metadata(), LAST_EVENT_KEY)
+        last_event = parse_last_event(said)
+        if isinstance(last_event, Refused):
+            await refuse(context, last_event, domain=domain)
+        attached = self.engine.attach(domain, last_event, acking=said is not None)
         if isinstance(attached, Refused):
             await refuse(context, attached, domain=domain)
         mailbox, generation = attached
+        await context.send_initial_metadata(((EVENT_STREAM_KEY, mailbox.stream_id),))
         async for event in mailbox.follow(generation):
             yield convert.vcpu_event(event)
         if mailbox.closed is not None:

@@ -31,6 +31,8 @@ TIMEOUT: Final = 5.0
 POLLS: Final = 200
 DOMAIN_KEY: Final = "x-mediator-domain"
 PRINCIPAL_KEY: Final = "x-mediator-principal"
+LAST_EVENT_KEY: Final = "x-mediator-last-event"
+EVENT_STREAM_KEY: Final = "x-mediator-event-stream"
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -50,6 +52,13 @@ class _Stream:
 
     def __init__(self, call: Any) -> None:
         self.call = call
+
+    async def stream_id(self) -> str:
+        """The x-mediator-event-stream the server answered with."""
+        metadata = await asyncio.wait_for(self.call.initial_metadata(), TIMEOUT)
+        values = [v for k, v in metadata if k == EVENT_STREAM_KEY]
+        assert len(values) == 1, metadata
+        return str(values[0])
 
     async def error(self) -> grpc.aio.AioRpcError:
         """Read until the stream fails (skipping nothing: any message is a test failure)."""
@@ -149,11 +158,15 @@ class Mediator:
             return error
         raise AssertionError(f"expected a gRPC error, got {replies!r}")
 
-    def attach(self, domain: str | None, principal: str | None = None) -> Attached:
+    def attach(
+        self, domain: str | None, principal: str | None = None, last_event: str | None = None
+    ) -> Attached:
+        """Guest.Attach; ``last_event``: x-mediator-last-event (STREAM/SEQ)."""
+        metadata = identity(domain, principal)
+        if last_event is not None:
+            metadata += ((LAST_EVENT_KEY, last_event),)
         return Attached(
-            self.guest.Attach(
-                pb.AttachRequest(), metadata=identity(domain, principal), timeout=TIMEOUT * 4
-            )
+            self.guest.Attach(pb.AttachRequest(), metadata=metadata, timeout=TIMEOUT * 4)
         )
 
     async def domains(self) -> pb.ListDomainsResponse:

@@ -226,6 +226,64 @@ async def test_a_restart_delivers_the_events_no_agent_received(
         await server.stop(grace=0)
 
 
+async def test_an_event_in_flight_at_a_restart_comes_again_to_an_acknowledging_agent(
+    socket_dir: Path, tmp_path: Path
+) -> None:
+    """The event numbering (x-mediator-event-stream) is the journal's, so it survives
+    the restart; an agent saying the last event it has gets exactly what it lacks."""
+    state = tmp_path / "state"
+    md = (("x-mediator-domain", "domu1"),)
+    server = await serve(socket_dir, state)
+    async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+        stub = pb_grpc.GuestStub(channel)
+        attach = stub.Attach(
+            pb.AttachRequest(), metadata=(*md, ("x-mediator-last-event", "none")), timeout=5
+        )
+        stream_id = dict(await attach.initial_metadata())["x-mediator-event-stream"]
+        assert (await attach.read()).seq == 1
+        await stub.Call(
+            pb.SmcCall(vcpu=0, function_id=CPU_ON_64, args=[1, RAM["domu1"] + 0x1000, 7]),
+            metadata=md,
+            timeout=5,
+        )
+        box = server.engine.mailboxes[1]
+        control = pb_grpc.ControlStub(channel)
+        for _ in range(200):  # round trips until the START (seq 2) is written to the stream
+            if box.waiting() == 0:
+                break
+            await control.GetSystem(pb.GetSystemRequest(), timeout=5)
+        assert box.waiting() == 0
+        attach.cancel()  # never read: in flight
+    await server.stop(grace=0)
+
+    server = await serve(socket_dir, state)
+    try:
+        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+            stub = pb_grpc.GuestStub(channel)
+            said = (*md, ("x-mediator-last-event", f"{stream_id}/1"))
+            attach = stub.Attach(pb.AttachRequest(), metadata=said, timeout=5)
+            assert dict(await attach.initial_metadata())["x-mediator-event-stream"] == stream_id
+            event = await attach.read()
+            assert (event.seq, event.start.context_id) == (2, 7)
+            attach.cancel()
+    finally:
+        await server.stop(grace=0)
+
+    # Without its journal the daemon numbers afresh: another stream, and the agent
+    # that names the old one is a new agent there (every queued event, from seq 1).
+    listener = app.Listener(unix=socket_dir / "fresh.sock")
+    server = await app.start(default_board(), [listener], state_dir=None)
+    try:
+        async with grpc.aio.insecure_channel(server.addresses[0]) as channel:
+            stub = pb_grpc.GuestStub(channel)
+            attach = stub.Attach(pb.AttachRequest(), metadata=said, timeout=5)
+            assert dict(await attach.initial_metadata())["x-mediator-event-stream"] != stream_id
+            assert (await attach.read()).seq == 1
+            attach.cancel()
+    finally:
+        await server.stop(grace=0)
+
+
 async def test_snapshots_bound_the_replay(socket_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     server = await serve(socket_dir, state, snapshot_every=10)
