@@ -16,7 +16,7 @@ table is written out in ``docs/eemi-access.md``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Final
@@ -433,7 +433,7 @@ class Rights:
     domain_id: int
     hardware: bool
     vcpus: int
-    owners: dict[str, int | None]  # board device -> owning domain id
+    owners: Mapping[str, int | None]  # board device -> owning domain id
     # Whether a clock is enabled now (the firmware's state; read only for CLOCK_ENABLE).
     clock_on: Callable[[int], bool]
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import Final, TypeVar
 
 from mediatord.backends.base import IrqFate, IrqRoute, PcpuState, Platform, PowerFirmware
 from mediatord.core import coordination, eemi, psci, scfw, smccc, statecodec, suspend
@@ -141,6 +141,7 @@ _PROC_STATE: Final = {
     VcpuPower.SUSPENDED: eemi.PROC_SLEEP,
 }
 
+_K = TypeVar("_K")
 # The hypervisor's scheduler tick on the generic timer.
 HYP_TIMER_PERIOD_NS: Final = 1_000_000
 
@@ -189,6 +190,24 @@ HANDLERS: Final[dict[int, psci.Handler]] = {
 }
 
 
+class _Owners(Mapping[_K, "int | None"]):
+    """Device owners as the access rules read them: a view, not a copy per call."""
+
+    __slots__ = ("_devices",)
+
+    def __init__(self, devices: Mapping[_K, Device]) -> None:
+        self._devices = devices
+
+    def __getitem__(self, key: _K) -> int | None:
+        return self._devices[key].owner
+
+    def __iter__(self) -> Iterator[_K]:
+        return iter(self._devices)
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+
 class Mediator:
     """Owns a :class:`System` and applies guest calls and Control operations to it."""
 
@@ -213,6 +232,14 @@ class Mediator:
         # Which (domain id, vCPU)s a virtual-timer PPI latched on a pCPU is for:
         # one pending bit in the GIC can stand for several vCPUs' timers.
         self._ppi_targets: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self._index_devices()
+
+    def _index_devices(self) -> None:
+        # The board's devices never change, only their owners; the System may be
+        # replaced (load_state), so the views are rebuilt with it.
+        self._by_node = {d.node_id: d for d in self.system.devices.values()}
+        self._owners_by_name = _Owners(self.system.devices)
+        self._owners_by_node = _Owners(self._by_node)
 
     # ------------------------------------------------------------------ boot
 
@@ -284,6 +311,7 @@ class Mediator:
             raise statecodec.CodecError("the snapshot's system is not a System")
         self.platform.load_state(state["platform"])
         self.system = state["system"]
+        self._index_devices()
         self._ppi_targets = state["ppi_targets"]
         self.last_suspend_steps = state["last_suspend_steps"]
         self.last_resume_steps = state["last_resume_steps"]
@@ -911,9 +939,12 @@ class Mediator:
         call = eemi.decode(fid, (x1, x2, x3))
         if firmware is None or call is None:
             return NOT_SUPPORTED_OUTCOME
-        owners = {name: d.owner for name, d in self.system.devices.items()}
         rights = eemi.Rights(
-            domain.id, domain.hardware_domain, len(domain.vcpus), owners, firmware.clock_enabled
+            domain.id,
+            domain.hardware_domain,
+            len(domain.vcpus),
+            self._owners_by_name,
+            firmware.clock_enabled,
         )
         decision = eemi.decide(call, rights)
         fx: list[Effect] = []
@@ -1008,8 +1039,7 @@ class Mediator:
         call = scfw.decode(fid, tuple(args))
         if scu is None or call is None:
             return NOT_SUPPORTED_OUTCOME
-        owners = {d.node_id: d.owner for d in self.system.devices.values()}
-        rights = scfw.Rights(domain.id, domain.hardware_domain, owners)
+        rights = scfw.Rights(domain.id, domain.hardware_domain, self._owners_by_node)
         decision = scfw.decide(call, rights)
         if decision.status == scfw.NOT_AN_SCFW_CALL:
             return NOT_SUPPORTED_OUTCOME
@@ -1027,7 +1057,7 @@ class Mediator:
         return Returned((status, value, 0, 0), tuple(fx))
 
     def _device_of_node(self, node: int) -> Device | None:
-        return next((d for d in self.system.devices.values() if d.node_id == node), None)
+        return self._by_node.get(node)
 
     def _resume_host(self, woken_ns: int, fx: list[Effect]) -> None:
         """The SoC woke (at ``woken_ns``): run the resume steps."""
