@@ -24,46 +24,44 @@ from mediatord.server.metrics import Metrics
 TARGET_CALLS_PER_SECOND = 200_000
 
 
-def one_run(calls: int) -> float:
-    board = default_board()
-    mediator, _ = Mediator.boot(board, create_platform(board, ManualClock()))
-    call = mediator.call
-    # A realistic mix: discovery, affinity queries, CPU_ON/CPU_OFF round trips, junk.
-    mix = [
-        ("domu1", 0, PsciFn.PSCI_VERSION, ()),
-        ("domu1", 0, PsciFn.AFFINITY_INFO_64, (0x1, 0)),
-        ("domu1", 0, PsciFn.CPU_ON_64, (0x1, 0x4008_0000, 7)),
-        ("domu1", 1, PsciFn.CPU_OFF, ()),
-        ("domu2", 0, PsciFn.PSCI_FEATURES, (PsciFn.SYSTEM_SUSPEND_64,)),
-        ("dom0", 0, 0xDEAD_BEEF, (1, 2, 3)),
-    ]
-    rounds = calls // len(mix)
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for domain, vcpu, fid, args in mix:
-            call(domain, vcpu, fid, args)
-    return rounds * len(mix) / (time.perf_counter() - start)
-
-
+# A realistic mix: discovery, affinity queries, CPU_ON/CPU_OFF round trips, junk.
+MIX = (
+    ("domu1", 0, PsciFn.PSCI_VERSION, ()),
+    ("domu1", 0, PsciFn.AFFINITY_INFO_64, (0x1, 0)),
+    ("domu1", 0, PsciFn.CPU_ON_64, (0x1, 0x4008_0000, 7)),
+    ("domu1", 1, PsciFn.CPU_OFF, ()),
+    ("domu2", 0, PsciFn.PSCI_FEATURES, (PsciFn.SYSTEM_SUSPEND_64,)),
+    ("dom0", 0, 0xDEAD_BEEF, (1, 2, 3)),
+)
 # The two calls of the gRPC benchmarks (bench/clients.py): the same work as one
 # Guest.Call of bench/run.py, without gRPC, for its cost breakdown.
 GUEST_PAIR = (
     ("domu1", 0, PsciFn.PSCI_VERSION, ()),
     ("domu1", 0, PsciFn.AFFINITY_INFO_64, (0, 0)),
 )
+Workload = tuple[tuple[str, int, int, tuple[int, ...]], ...]
+
+
+def core_run(calls: int, workload: Workload) -> float:
+    """Mediator.call alone on ``workload``, repeated: calls per second."""
+    board = default_board()
+    mediator, _ = Mediator.boot(board, create_platform(board, ManualClock()))
+    call = mediator.call
+    rounds = calls // len(workload)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for domain, vcpu, fid, args in workload:
+            call(domain, vcpu, fid, args)
+    return rounds * len(workload) / (time.perf_counter() - start)
+
+
+def one_run(calls: int) -> float:
+    return core_run(calls, MIX)
 
 
 def pair_run(calls: int) -> float:
     """Mediator.call alone on bench/run.py's Guest.Call pair: calls per second."""
-    board = default_board()
-    mediator, _ = Mediator.boot(board, create_platform(board, ManualClock()))
-    call = mediator.call
-    rounds = calls // len(GUEST_PAIR)
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for domain, vcpu, fid, args in GUEST_PAIR:
-            call(domain, vcpu, fid, args)
-    return rounds * len(GUEST_PAIR) / (time.perf_counter() - start)
+    return core_run(calls, GUEST_PAIR)
 
 
 def engine_run(calls: int) -> float:
