@@ -26,7 +26,7 @@ def document(
     queued: Mapping[int, tuple[str, Iterable[fx.DomainEvent]]],
     journal: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """``queued``: each domain's VcpuEvents not yet received by its agent;
+    """``queued``: each domain's VcpuEvents not yet acknowledged by its agent;
     ``journal``: where the journal stands (None: the daemon keeps no state)."""
     domains = sorted(mediator.system.domains.values(), key=lambda d: d.id)
     return {

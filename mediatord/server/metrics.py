@@ -261,7 +261,7 @@ class StateCollector(Collector):
         )
         yield GaugeMetricFamily(
             "mediatord_event_backlog",
-            "VcpuEvents waiting for their domain's Attach stream.",
+            "VcpuEvents waiting for their domain's Attach stream (not yet handed to one).",
             value=sum(m.waiting() for m in self.engine.mailboxes.values()),
         )
         yield GaugeMetricFamily(
