@@ -14,8 +14,9 @@ prints ``echo listening on ADDRESS`` per listener, then serves until SIGTERM/SIG
 Two diagnostic variants sit between the bare echo and the daemon:
 ``--interceptors passthrough`` puts two interceptors that return the handler as it
 is in front (the cost of grpc.aio's interceptor chain alone), and
-``--interceptors mediatord`` puts mediatord's own (MetricsInterceptor, then
-AuthInterceptor, as mediatord/server/app.py installs them; logs at warning).
+``--interceptors mediatord`` puts mediatord's own layer in front (its Gate:
+metrics, identity and authorization, as mediatord/server/app.py installs it; logs
+at warning).
 """
 
 from __future__ import annotations
@@ -84,13 +85,13 @@ class PassThrough(grpc.aio.ServerInterceptor):
 
 def mediatord_interceptors() -> list[grpc.aio.ServerInterceptor]:
     from mediatord import logs
-    from mediatord.server.auth import AuthInterceptor
-    from mediatord.server.metrics import Metrics, MetricsInterceptor
+    from mediatord.server.gate import Gate
+    from mediatord.server.metrics import Metrics
 
     logs.configure("warning", "json")
     # The board's domains as the daemon's Engine.hardware_domain answers for them.
     known = {"dom0": True, "domu1": False, "domu2": False}
-    return [MetricsInterceptor(Metrics()), AuthInterceptor(known.get)]
+    return [Gate(Metrics(), known.get)]
 
 
 INTERCEPTORS = {

@@ -23,7 +23,7 @@ It reports; it never fails on a target (exit 0 unless the benchmark itself broke
 For the "what limits it" question every gRPC figure also carries the server's CPU
 time per call (utime + stime from /proc), and p50/p99/p99.9 pooled over all calls of
 its runs; two diagnostic servers sit between the echo and the daemon (the echo behind
-two pass-through interceptors, and behind mediatord's own two interceptors); in full
+two pass-through interceptors, and behind mediatord's own interceptor, its Gate); in full
 mode py-spy samples mediatord and the echo under sequential Guest.Call (top functions
 by self time, and time per layer of the daemon).
 
@@ -263,7 +263,7 @@ CELLS = (
     # (key, server, op, transport)
     ("a.unary.unix", "echo", "unary", "unix"),
     # Diagnostics (unix only): the echo behind two pass-through interceptors, and
-    # behind mediatord's two interceptors.
+    # behind mediatord's own layer (its Gate).
     ("y.unary.unix", "echo_pass", "unary", "unix"),
     ("x.unary.unix", "echo_icpt", "unary", "unix"),
     ("b.call.unix", "mediatord", "unary", "unix"),
@@ -548,8 +548,9 @@ LAYERS = (
     ("mediatord core (Mediator.call)", r"mediatord/core/"),
     ("Engine.call", r"mediatord/server/engine\.py"),
     ("GuestService (services.py)", r"mediatord/server/services\.py"),
-    ("AuthInterceptor (auth.py)", r"mediatord/server/auth\.py"),
-    ("MetricsInterceptor (metrics.py)", r"mediatord/server/metrics\.py"),
+    ("Gate: metrics, identity, authorization (gate.py)", r"mediatord/server/gate\.py"),
+    ("authorization policy (auth.py)", r"mediatord/server/auth\.py"),
+    ("metrics (metrics.py)", r"mediatord/server/metrics\.py"),
     ("handler wrapping (wrapping.py)", r"mediatord/server/wrapping\.py"),
     ("structlog", r"/structlog/"),
     ("prometheus_client", r"/prometheus_client/"),
@@ -850,7 +851,7 @@ def table(report: dict[str, Any]) -> str:
     labels = {
         "a.unary": "(a)  bare echo, unary, sequential",
         "y.unary": "     echo + 2 pass-through interceptors, unary",
-        "x.unary": "     echo + mediatord's 2 interceptors, unary",
+        "x.unary": "     echo + mediatord's gate, unary",
         "b.call": "(b)  Guest.Call, sequential",
         "a.bidi": f"(a)  bare echo, bidi, window {WINDOW}",
         "c.stream": f"(c)  Guest.CallStream, window {WINDOW}",

@@ -27,11 +27,11 @@ from mediatord.core.clock import Clock
 from mediatord.core.config import BoardConfig
 from mediatord.core.mediator import Mediator
 from mediatord.server import recovery
-from mediatord.server.auth import AuthInterceptor
 from mediatord.server.clock import EmulatedClock
 from mediatord.server.engine import Engine
+from mediatord.server.gate import Gate
 from mediatord.server.journaling import SNAPSHOT_EVERY, GroupCommit, JournalWriteError
-from mediatord.server.metrics import Metrics, MetricsInterceptor, StateCollector
+from mediatord.server.metrics import Metrics, StateCollector
 from mediatord.server.recovery import Recovered
 from mediatord.server.services import ControlService, GuestService
 
@@ -258,8 +258,8 @@ async def _serve(
     metrics = engine.metrics
     metrics.registry.register(StateCollector(engine))
     grpc_server = grpc.aio.server(
-        # Metrics outermost, so that refusals by the auth layer are counted too.
-        interceptors=[MetricsInterceptor(metrics), AuthInterceptor(engine.hardware_domain)],
+        # One layer: grpc_server_* metrics around identity and authorization.
+        interceptors=[Gate(metrics, engine.hardware_domain)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

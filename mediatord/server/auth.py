@@ -1,5 +1,7 @@
 """Who is calling, and may they: identity, the authorization matrix, per-caller limits.
 
+The policy only: :class:`mediatord.server.gate.Gate` applies it to every RPC.
+
 Identity:
 - TLS listener (mTLS): the principal is the verified client certificate's SAN URI
   ``mediator://domain/<name>`` or ``mediator://operator/<name>`` (the CN, in the
@@ -23,16 +25,11 @@ own domain. The matrix (:func:`decide`) is the whole policy, in one function:
 from __future__ import annotations
 
 import contextvars
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
 import grpc
-import structlog
-
-from mediatord import logs
-from mediatord.server.wrapping import WrapperCache, wrap
 
 DOMAIN_KEY: Final = "x-mediator-domain"
 PRINCIPAL_KEY: Final = "x-mediator-principal"
@@ -52,12 +49,6 @@ HARDWARE_DOMAIN_CONTROL: Final = frozenset(
 )
 # Streams one principal may hold open at once (Attach, CallStream, WatchEvents).
 MAX_STREAMS_PER_PRINCIPAL: Final = 16
-
-log = logs.get("mediatord.auth")
-
-if TYPE_CHECKING:
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    Context = grpc.aio.ServicerContext[Any, Any]
 
 # The domain an authorized Guest RPC acts for (read by the Guest servicer).
 TARGET_DOMAIN: contextvars.ContextVar[str] = contextvars.ContextVar("target_domain")
@@ -196,100 +187,3 @@ def decide(
             f"{'hardware domain' if is_hardware else 'domain'} may use {allowed}",
         )
     return Decision(None)  # health and reflection
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Identifies and authorizes every RPC before its handler runs, and caps the
-    streams a principal holds. It wraps each handler because the peer's
-    certificate is only visible on the call's context."""
-
-    def __init__(self, hardware_domain: Callable[[str], bool | None]) -> None:
-        self._hardware_domain = hardware_domain
-        self.streams: Counter[Principal] = Counter()
-        self.requests = 0
-        self._wrapped = WrapperCache()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        full = handler_call_details.method  # "/mediator.v1.Guest/Call"
-        service, _, method = full.lstrip("/").partition("/")
-        if handler is None or service not in (GUEST_SERVICE, CONTROL_SERVICE):
-            return handler
-        return self._wrapped.get(full, handler, lambda: _wrap(handler, self, full, service, method))
-
-    def authorize(
-        self, full: str, service: str, method: str, context: Context
-    ) -> tuple[Decision, Principal | None]:
-        metadata = context.invocation_metadata()
-        auth = context.auth_context()
-        tls = list(auth.get("transport_security_type", ())) == [b"ssl"]
-        found = identify(auth, metadata, tls)
-        if isinstance(found, Decision):
-            decision = found
-            principal: Principal | None = None
-        else:
-            principal = found
-            target = metadata_value(metadata, DOMAIN_KEY)
-            decision = decide(service, method, principal, target, self._hardware_domain, tls=tls)
-        if decision.code is not None:
-            log.warning(
-                "refused",
-                rpc=full,
-                principal=str(principal) if principal else None,
-                code=decision.code.name,
-                reason=decision.message,
-            )
-        return decision, principal
-
-    def stream_opened(self, principal: Principal) -> bool:
-        if principal.kind != "local" and self.streams[principal] >= MAX_STREAMS_PER_PRINCIPAL:
-            return False
-        self.streams[principal] += 1
-        return True
-
-    def stream_closed(self, principal: Principal) -> None:
-        self.streams[principal] -= 1
-        if self.streams[principal] <= 0:
-            del self.streams[principal]
-
-
-def _wrap(
-    handler: Handler, interceptor: AuthInterceptor, full: str, service: str, method: str
-) -> Handler:
-    """A handler of the same shape that authorizes first, then runs ``handler``."""
-
-    async def admit(context: Context) -> Principal | None:
-        decision, principal = interceptor.authorize(full, service, method, context)
-        # Every log line of this RPC carries its id, method and caller.
-        interceptor.requests += 1
-        structlog.contextvars.bind_contextvars(
-            request_id=interceptor.requests, rpc=full, principal=str(principal or "-")
-        )
-        if decision.code is not None:
-            await context.abort(decision.code, decision.message)
-        if decision.target:
-            TARGET_DOMAIN.set(decision.target)
-        return principal
-
-    async def around_unary(behaviour: Any, request: Any, context: Context) -> Any:
-        await admit(context)
-        return await behaviour(request, context)
-
-    async def around_stream(behaviour: Any, request: Any, context: Context) -> AsyncIterator[Any]:
-        principal = await admit(context) or ANONYMOUS
-        if not interceptor.stream_opened(principal):
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{principal} already holds {MAX_STREAMS_PER_PRINCIPAL} open streams",
-            )
-        try:
-            async for response in behaviour(request, context):
-                yield response
-        finally:
-            interceptor.stream_closed(principal)
-
-    return wrap(handler, around_unary, around_stream)

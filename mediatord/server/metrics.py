@@ -1,4 +1,5 @@
-"""Prometheus metrics: gRPC server metrics (one interceptor) and the mediator's own.
+"""Prometheus metrics: gRPC server metrics (counted by :mod:`mediatord.server.gate`) and
+the mediator's own.
 
 Every label value comes from a closed set: function and API names of the specs
 (anything else is "other"), result and status names, step names of the step
@@ -8,12 +9,9 @@ Gauges of state are computed at scrape time from the engine, never kept twice.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
-import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -24,13 +22,9 @@ from mediatord.core.mediator import Refused
 from mediatord.core.model import DomainState, HostState, VcpuPower
 from mediatord.core.psci import PsciFn, PsciRet
 from mediatord.core.smccc import SMCCC_ARCH_FEATURES, SMCCC_VERSION, to_signed
-from mediatord.server.wrapping import WrapperCache, wrap
 
 if TYPE_CHECKING:
     from mediatord.server.engine import Engine
-
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    Context = grpc.aio.ServicerContext[Any, Any]
 
 FUNCTION_NAMES: Final = {
     **{int(f): f.name for f in PsciFn},
@@ -267,87 +261,3 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "mediatord_event_watchers", "Open WatchEvents streams.", value=len(self.engine.watchers)
         )
-
-
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """grpc_server_* for every RPC of the mediator's services, health and reflection."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-        self._wrapped = WrapperCache()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        full = handler_call_details.method
-        service, _, method = full.lstrip("/").partition("/")
-        return self._wrapped.get(
-            full, handler, lambda: _measured(handler, self.metrics, service, method)
-        )
-
-
-def _grpc_type(handler: Handler) -> str:
-    if handler.request_streaming and handler.response_streaming:
-        return "bidi_stream"
-    if handler.request_streaming:
-        return "client_stream"
-    return "server_stream" if handler.response_streaming else "unary"
-
-
-def _code(context: Context, error: BaseException | None) -> str:
-    code = context.code()
-    if code is None:
-        if isinstance(error, asyncio.CancelledError):
-            return "CANCELLED"  # the client went away (an agent closing its Attach)
-        return "OK" if error is None else "UNKNOWN"
-    return code.name if isinstance(code, grpc.StatusCode) else str(code)
-
-
-def _measured(handler: Handler, metrics: Metrics, service: str, method: str) -> Handler:
-    kind = _grpc_type(handler)
-    started = metrics.started.labels(kind, service, method)
-    timing = metrics.handling.labels(kind, service, method)
-
-    handled: dict[str, Any] = {}  # grpc_code -> counter child, looked up once
-
-    def done(context: Context, began: float, error: BaseException | None) -> None:
-        code = _code(context, error)
-        child = handled.get(code)
-        if child is None:
-            child = handled[code] = metrics.handled.labels(kind, service, method, code)
-        child.inc()
-        timing.observe(time.perf_counter() - began)
-        if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-            metrics.denials.labels(method, code).inc()
-
-    async def around_unary(behaviour: Any, request: Any, context: Context) -> Any:
-        started.inc()
-        began = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            return await behaviour(request, context)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            done(context, began, error)
-
-    async def around_stream(behaviour: Any, request: Any, context: Context) -> AsyncIterator[Any]:
-        started.inc()
-        began = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            async for response in behaviour(request, context):
-                yield response
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            done(context, began, error)
-
-    return wrap(handler, around_unary, around_stream)

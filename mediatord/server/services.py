@@ -1,7 +1,7 @@
 """The Guest and Control servicers: decode the request, ask the engine, encode.
 
 They hold no state of their own. Authorization already happened in
-:class:`mediatord.server.auth.AuthInterceptor`; here a refusal from the core is
+:class:`mediatord.server.gate.Gate`; here a refusal from the core is
 mapped to its gRPC status and everything else becomes a reply.
 """
 
@@ -72,7 +72,7 @@ def parse_last_event(value: str | None) -> tuple[str, int] | Refused | None:
 
 
 def calling_domain() -> str:
-    # The AuthInterceptor resolved and authorized it before the handler ran.
+    # The Gate resolved and authorized it before the handler ran.
     return TARGET_DOMAIN.get()
 
 
@@ -261,7 +261,7 @@ class ControlService(pb_grpc.ControlServicer):
         if policy is None:
             refused = Refused(Refusal.INVALID_ARGUMENT, f"unknown policy {request.policy}")
             await refuse(context, refused, rpc="RequestSystemSuspend")
-        # Set by the AuthInterceptor when the hardware domain itself asks.
+        # Set by the Gate when the hardware domain itself asks.
         by_hardware_domain = TARGET_DOMAIN.get(None) is not None
         result = await self.engine.request_system_suspend(
             policy, request.deadline_ms / 1000, by_hardware_domain

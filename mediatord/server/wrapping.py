@@ -2,12 +2,13 @@
 
 An interceptor sees a handler, not the call; to act on the call (its context,
 its outcome) it returns a handler of the same shape that runs code around the
-original one. ``wrap`` builds that handler from two functions: one around a
-unary response, one around a response stream. Each is bound to the original
-behaviour with ``functools.partial`` rather than called from a closure: a closure
-would be one more coroutine per call, and one more async generator every stream
-message passes through (grpc.aio still sees a coroutine / async generator
-function: ``inspect`` unwraps partials).
+original one (mediatord has one such layer, :mod:`mediatord.server.gate`).
+``wrap`` builds that handler from two functions: one around a unary response,
+one around a response stream. Each is bound to the original behaviour with
+``functools.partial`` rather than called from a closure: a closure would be one
+more coroutine per call, and one more async generator every stream message
+passes through (grpc.aio still sees a coroutine / async generator function:
+``inspect`` unwraps partials).
 """
 
 from __future__ import annotations
@@ -64,10 +65,12 @@ class WrapperCache:
     def __init__(self) -> None:
         self._cache: dict[str, tuple[Handler, Handler]] = {}
 
-    def get(self, method: str, inner: Handler, build: Callable[[], Handler]) -> Handler:
+    def get(self, method: str, inner: Handler, build: Callable[[str, Handler], Handler]) -> Handler:
+        """``inner`` wrapped by ``build(method, inner)``, built on the method's first
+        call (and again only if its handler changes)."""
         cached = self._cache.get(method)
         if cached is not None and cached[0] is inner:
             return cached[1]
-        wrapped = build()
+        wrapped = build(method, inner)
         self._cache[method] = (inner, wrapped)
         return wrapped
