@@ -6,14 +6,36 @@ stdlib-free pipeline writing to stderr (stdout is for command output).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 from typing import Literal
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = ("debug", "info", "warning", "error")
+
+# The RPC a line is logged in: (request id, method, principal or None), set once
+# per RPC by the gate. One variable set per RPC instead of structlog's bound
+# contextvars (a variable per key, looked up by name): the RPC pays one set, and
+# the principal is formatted only when a line is logged.
+RPC: contextvars.ContextVar[tuple[int, str, object] | None] = contextvars.ContextVar(
+    "mediatord_rpc", default=None
+)
+
+
+def merge_rpc(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Every line logged inside an RPC carries its request_id, rpc and principal
+    (a key the line sets itself wins, as with structlog's merge_contextvars)."""
+    rpc = RPC.get()
+    if rpc is not None:
+        request_id, method, principal = rpc
+        event_dict.setdefault("request_id", request_id)
+        event_dict.setdefault("rpc", method)
+        event_dict.setdefault("principal", "-" if principal is None else str(principal))
+    return event_dict
 
 
 def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
@@ -30,6 +52,7 @@ def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            merge_rpc,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

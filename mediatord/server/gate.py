@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import structlog
 
 from mediatord import logs
 from mediatord.server import auth
@@ -127,9 +126,7 @@ class Gate(grpc.aio.ServerInterceptor):
             decision, principal = self.authorize(full, service, method, context)
             self.requests += 1
             # Every log line of this RPC carries its id, method and caller.
-            structlog.contextvars.bind_contextvars(
-                request_id=self.requests, rpc=full, principal=str(principal or "-")
-            )
+            logs.RPC.set((self.requests, full, principal))
             if decision.target:
                 auth.TARGET_DOMAIN.set(decision.target)
             return decision, principal
