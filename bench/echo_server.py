@@ -15,8 +15,8 @@ Two diagnostic variants sit between the bare echo and the daemon:
 ``--interceptors passthrough`` puts two interceptors that return the handler as it
 is in front (the cost of grpc.aio's interceptor chain alone), and
 ``--interceptors mediatord`` puts mediatord's own layer in front (its Gate:
-metrics, identity and authorization, as mediatord/server/app.py installs it; logs
-at warning).
+metrics, identity and authorization, as mediatord/server/app.py installs it on a
+server without TLS listeners; logs at warning).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def mediatord_interceptors() -> list[grpc.aio.ServerInterceptor]:
     logs.configure("warning", "json")
     # The board's domains as the daemon's Engine.hardware_domain answers for them.
     known = {"dom0": True, "domu1": False, "domu2": False}
-    return [Gate(Metrics(), known.get)]
+    return [Gate(Metrics(), known.get, tls=False)]
 
 
 INTERCEPTORS = {

@@ -78,6 +78,11 @@ class Listener:
     unix: Path | None = None
     tls: TlsConfig | None = None
 
+    @property
+    def secure(self) -> bool:
+        """Bound with TLS: what :func:`_bind` does (a unix socket never is)."""
+        return self.unix is None and self.tls is not None
+
     def describe(self, port: int | None = None) -> str:
         if self.unix is not None:
             return f"unix:{self.unix}"
@@ -258,8 +263,11 @@ async def _serve(
     metrics = engine.metrics
     metrics.registry.register(StateCollector(engine))
     grpc_server = grpc.aio.server(
-        # One layer: grpc_server_* metrics around identity and authorization.
-        interceptors=[Gate(metrics, engine.hardware_domain)],
+        # One layer: grpc_server_* metrics around identity and authorization. The
+        # auth context (the client certificate) matters only on TLS listeners.
+        interceptors=[
+            Gate(metrics, engine.hardware_domain, tls=any(lst.secure for lst in listeners))
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -41,11 +41,19 @@ log = logs.get("mediatord.auth")
 class Gate(grpc.aio.ServerInterceptor):
     """grpc_server_* for every RPC; identity, authorization and the per-principal
     stream cap for the mediator's own services. It wraps each handler because the
-    outcome and the peer's certificate are only visible on the call's context."""
+    outcome and the peer's certificate are only visible on the call's context.
 
-    def __init__(self, metrics: Metrics, hardware_domain: Callable[[str], bool | None]) -> None:
+    ``tls``: whether any listener of the server is a TLS one. Only there does the
+    call's auth context say anything (identity comes from the certificate); on
+    the development listeners it comes from metadata, so a server without a TLS
+    listener never reads the auth context (a dict built per call)."""
+
+    def __init__(
+        self, metrics: Metrics, hardware_domain: Callable[[str], bool | None], *, tls: bool
+    ) -> None:
         self.metrics = metrics
         self._hardware_domain = hardware_domain
+        self._tls = tls
         self.streams: Counter[Principal] = Counter()
         self.requests = 0
         self._wrapped = WrapperCache()
@@ -66,8 +74,11 @@ class Gate(grpc.aio.ServerInterceptor):
         self, full: str, service: str, method: str, context: Context
     ) -> tuple[Decision, Principal | None]:
         metadata = context.invocation_metadata()
-        auth_context = context.auth_context()
-        tls = list(auth_context.get("transport_security_type", ())) == [b"ssl"]
+        if self._tls:
+            auth_context = context.auth_context()
+            tls = list(auth_context.get("transport_security_type", ())) == [b"ssl"]
+        else:
+            auth_context, tls = {}, False
         found = auth.identify(auth_context, metadata, tls)
         if isinstance(found, Decision):
             decision = found
