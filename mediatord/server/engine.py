@@ -363,10 +363,11 @@ class Engine:
         vcpu: int,
         function_id: int,
         args: Sequence[int],
-        deadline_s: float | None = None,
+        time_remaining: Callable[[], float | None] | None = None,
     ) -> Regs | Refused | Aborted:
         """Run one guest call; a standby CPU_SUSPEND waits here until an interrupt
-        (or ``deadline_s``, at most MAX_BLOCK_SECONDS)."""
+        (or for what ``time_remaining()`` answers, the caller's deadline; at most
+        MAX_BLOCK_SECONDS). It is asked only then: most calls never wait."""
         if self.inflight[domain] >= MAX_INFLIGHT_PER_DOMAIN:
             return Refused(
                 Refusal.RESOURCE_EXHAUSTED,
@@ -374,7 +375,7 @@ class Engine:
             )
         self.inflight[domain] += 1
         try:
-            result = await self._call(domain, vcpu, function_id, args, deadline_s)
+            result = await self._call(domain, vcpu, function_id, args, time_remaining)
             self.metrics.psci_call(function_id & 0xFFFF_FFFF, result)
             return result
         finally:
@@ -388,7 +389,7 @@ class Engine:
         vcpu: int,
         function_id: int,
         args: Sequence[int],
-        deadline_s: float | None,
+        time_remaining: Callable[[], float | None] | None,
     ) -> Regs | Refused | Aborted:
         now = self.clock.tick()
         if self.journal is not None and (refused := self._unavailable()) is not None:
@@ -422,6 +423,7 @@ class Engine:
         # effects are delivered only after its record, and so this one, is durable.
         self._accept(records.call(now, domain, vcpu, function_id, args, x0=None), outcome.effects)
         log.info("vcpu blocked", domain=domain, vcpu=vcpu, function=f"{function_id:#010x}")
+        deadline_s = None if time_remaining is None else time_remaining()
         limit = MAX_BLOCK_SECONDS if deadline_s is None else min(deadline_s, MAX_BLOCK_SECONDS)
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), limit)

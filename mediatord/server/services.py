@@ -17,7 +17,6 @@ from mediatord import logs
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
 from mediatord.core.config import DomainConfig
-from mediatord.core.effects import Regs
 from mediatord.core.mediator import Refusal, Refused
 from mediatord.server import convert, export
 from mediatord.server.auth import (
@@ -71,6 +70,22 @@ def parse_last_event(value: str | None) -> tuple[str, int] | Refused | None:
     return stream_id, int(seq)
 
 
+async def bad_conduit(context: Context, request: pb.SmcCall, domain: str) -> NoReturn:
+    refused = Refused(Refusal.INVALID_ARGUMENT, f"unknown conduit {request.conduit}")
+    await refuse(context, refused, domain=domain)
+
+
+async def refuse_call(
+    context: Context, result: Refused | Aborted, request: pb.SmcCall, domain: str
+) -> NoReturn:
+    """A guest call the engine did not answer with registers."""
+    if isinstance(result, Aborted):
+        refused = Refused(Refusal.FAILED_PRECONDITION, result.reason)
+        await refuse(context, refused, domain=domain, vcpu=request.vcpu)
+    function = f"{request.function_id:#010x}"
+    await refuse(context, result, domain=domain, vcpu=request.vcpu, function=function)
+
+
 def calling_domain() -> str:
     # The Gate resolved and authorized it before the handler ran.
     return TARGET_DOMAIN.get()
@@ -80,43 +95,35 @@ class GuestService(pb_grpc.GuestServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def _call(self, domain: str, request: pb.SmcCall, context: Context) -> pb.SmcResult:
-        if request.conduit not in CONDUITS:
-            await refuse(
-                context,
-                Refused(Refusal.INVALID_ARGUMENT, f"unknown conduit {request.conduit}"),
-                domain=domain,
-            )
-        result = await self.engine.call(
-            domain, request.vcpu, request.function_id, request.args, context.time_remaining()
-        )
-        if isinstance(result, Refused):
-            await refuse(
-                context,
-                result,
-                domain=domain,
-                vcpu=request.vcpu,
-                function=f"{request.function_id:#010x}",
-            )
-        if isinstance(result, Aborted):
-            await refuse(
-                context,
-                Refused(Refusal.FAILED_PRECONDITION, result.reason),
-                domain=domain,
-                vcpu=request.vcpu,
-            )
-        regs: Regs = result
-        return pb.SmcResult(regs=regs)
-
     async def Call(self, request: pb.SmcCall, context: Context) -> pb.SmcResult:
-        return await self._call(calling_domain(), request, context)
+        domain = calling_domain()
+        if request.conduit not in CONDUITS:
+            await bad_conduit(context, request, domain)
+        result = await self.engine.call(
+            domain, request.vcpu, request.function_id, request.args, context.time_remaining
+        )
+        if isinstance(result, (Refused, Aborted)):
+            await refuse_call(context, result, request, domain)
+        return pb.SmcResult(regs=result)
 
     async def CallStream(
         self, request_iterator: AsyncIterator[pb.SmcCall], context: Context
     ) -> AsyncIterator[pb.SmcResult]:
+        # Call's steps inline rather than a shared coroutine awaited per message:
+        # that would be one more coroutine every message runs through. What does
+        # not change within the stream is looked up once.
         domain = calling_domain()
+        call = self.engine.call
+        time_remaining = context.time_remaining
         async for request in request_iterator:
-            yield await self._call(domain, request, context)
+            if request.conduit not in CONDUITS:
+                await bad_conduit(context, request, domain)
+            result = await call(
+                domain, request.vcpu, request.function_id, request.args, time_remaining
+            )
+            if isinstance(result, (Refused, Aborted)):
+                await refuse_call(context, result, request, domain)
+            yield pb.SmcResult(regs=result)
 
     async def Attach(
         self, request: pb.AttachRequest, context: Context
