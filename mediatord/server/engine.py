@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import secrets
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -249,7 +249,10 @@ class Engine:
         self.mailboxes: dict[int, Mailbox] = {}
         self._by_name: dict[str, Mailbox] = {}
         self.watchers: set[Watcher] = set()
-        self.inflight: Counter[str] = Counter()
+        # Guest calls in the daemon by domain; a domain with none has no entry. A
+        # plain dict, not a Counter: a count drops to zero after nearly every call,
+        # and Counter's __missing__ and __delitem__ are Python functions.
+        self.inflight: dict[str, int] = {}
         self.journal: GroupCommit | None = None
         self._watch_seq = 0
         self._blocked: dict[tuple[int, int], asyncio.Future[Regs | Aborted]] = {}
@@ -368,20 +371,24 @@ class Engine:
         """Run one guest call; a standby CPU_SUSPEND waits here until an interrupt
         (or for what ``time_remaining()`` answers, the caller's deadline; at most
         MAX_BLOCK_SECONDS). It is asked only then: most calls never wait."""
-        if self.inflight[domain] >= MAX_INFLIGHT_PER_DOMAIN:
+        inflight = self.inflight
+        calls = inflight.get(domain, 0)
+        if calls >= MAX_INFLIGHT_PER_DOMAIN:
             return Refused(
                 Refusal.RESOURCE_EXHAUSTED,
                 f"{domain} has {MAX_INFLIGHT_PER_DOMAIN} calls in flight; wait for answers",
             )
-        self.inflight[domain] += 1
+        inflight[domain] = calls + 1
         try:
             result = await self._call(domain, vcpu, function_id, args, time_remaining)
             self.metrics.psci_call(function_id & 0xFFFF_FFFF, result)
             return result
         finally:
-            self.inflight[domain] -= 1
-            if not self.inflight[domain]:
-                del self.inflight[domain]
+            calls = inflight[domain] - 1
+            if calls:
+                inflight[domain] = calls
+            else:
+                del inflight[domain]
 
     async def _call(
         self,
