@@ -138,7 +138,7 @@ class Gate(grpc.aio.ServerInterceptor):
             self.requests += 1
             # Every log line of this RPC carries its id, method and caller.
             logs.RPC.set((self.requests, full, principal))
-            if decision.target:
+            if decision.code is None and decision.target:
                 auth.TARGET_DOMAIN.set(decision.target)
             return decision, principal
 
