@@ -319,7 +319,7 @@ async def _serve(
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     for listener, address in zip(listeners, server.addresses, strict=True):
-        secure = listener.tls is not None
+        secure = listener.secure
         log.info(
             "listening",
             address=address,

@@ -49,6 +49,11 @@ def wrap(handler: Handler, around_unary: AroundUnary, around_stream: AroundStrea
 
     deserializer = handler.request_deserializer
     serializer = handler.response_serializer
+    if handler.response_streaming and not inspect.isasyncgenfunction(behaviour):
+        # A coroutine that sends with context.write (grpc_health's Watch): grpc.aio
+        # awaits it, so it is wrapped like a unary behaviour; an async generator
+        # around it would iterate a coroutine.
+        streaming = unary
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(streaming, deserializer, serializer)
     if handler.request_streaming:

@@ -277,6 +277,16 @@ async def test_health_is_serving(mediator, service) -> None:
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+async def test_health_watch_streams_the_status(mediator) -> None:
+    """grpc_health's Watch sends with context.write rather than yielding: the gate
+    must wrap it as such (an async generator around it failed every Watch, UNKNOWN)."""
+    stub = health_pb2_grpc.HealthStub(mediator.channel)
+    watch = stub.Watch(health_pb2.HealthCheckRequest(service="mediator.v1.Guest"), timeout=5)
+    first = await asyncio.wait_for(watch.read(), 5)
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
+
+
 async def test_health_of_unknown_service_is_not_found(mediator) -> None:
     stub = health_pb2_grpc.HealthStub(mediator.channel)
     error = await mediator.refusal(
