@@ -44,7 +44,7 @@ def wrap(handler: Handler, around_unary: AroundUnary, around_stream: AroundStrea
 
     unary = functools.partial(around_unary, behaviour)
     # grpc.aio tells streaming handlers by inspect.isasyncgenfunction.
-    streaming = functools.partial(around_stream, behaviour)
+    streaming: functools.partial[Any] = functools.partial(around_stream, behaviour)
     assert inspect.isasyncgenfunction(streaming), around_stream
 
     deserializer = handler.request_deserializer
