@@ -25,6 +25,7 @@ from mediatord.server.auth import (
     EVENT_STREAM_KEY,
     LAST_EVENT_KEY,
     LAST_EVENT_NONE,
+    LAST_EVENT_NOTHING,
     PRINCIPAL_KEY,
     metadata_value,
 )
@@ -115,6 +116,7 @@ class AsyncGuestAgent:
         # said when attaching again, so that only what was not received comes again.
         self.event_stream: str | None = None
         self.last_seq = 0
+        self._attached = False  # whether this agent ever asked for its events
         # What the domain holds through EEMI: node -> capabilities, and its wake sources.
         self.held: dict[int, int] = {}
         self.wake_nodes: set[int] = set()
@@ -216,11 +218,17 @@ class AsyncGuestAgent:
             try:
                 await self.connect()
                 assert self._stub is not None
+                # A new agent's first Attach; an Attach again that never learnt the
+                # stream (its first broke before the initial metadata): nothing
+                # received, so nothing may be taken as received.
                 last = (
-                    LAST_EVENT_NONE
-                    if self.event_stream is None
-                    else f"{self.event_stream}/{self.last_seq}"
+                    f"{self.event_stream}/{self.last_seq}"
+                    if self.event_stream is not None
+                    else LAST_EVENT_NOTHING
+                    if self._attached
+                    else LAST_EVENT_NONE
                 )
+                self._attached = True
                 metadata = (*self.metadata, (LAST_EVENT_KEY, last))
                 stream = self._stub.Attach(pb.AttachRequest(), metadata=metadata)
                 initial = await stream.initial_metadata()

@@ -55,8 +55,9 @@ INJECT_FAULT: Final = "inject_fault"
 REQUEST_SYSTEM_SUSPEND: Final = "request_system_suspend"
 SUSPEND_VETO: Final = "suspend_veto"
 EXPIRE_SUSPEND_REQUEST: Final = "expire_suspend_request"
-# Not an input: the highest VcpuEvent seq each domain's agent has acknowledged, so
-# a restart does not deliver those again.
+# Not an input: the highest VcpuEvent seq each domain's agent has acknowledged, and
+# the highest a stream wrote, so that a restart neither sends the first again nor
+# gives the second to a new agent.
 DELIVERED: Final = "delivered"
 
 # PSCI / SMCCC functions that only read.
@@ -165,14 +166,16 @@ def expire_suspend_request(now_ns: int) -> Record:
     return EXPIRE_SUSPEND_REQUEST, _body(now_ns)
 
 
-def delivered(seqs: dict[int, int]) -> Record:
-    return DELIVERED, _body(sorted(seqs.items()))
+def delivered(marks: dict[int, tuple[int, int]]) -> Record:
+    """domain id -> (acknowledged seq, highest seq a stream wrote)."""
+    return DELIVERED, _body([[i, acked, handed] for i, (acked, handed) in sorted(marks.items())])
 
 
-def delivered_seqs(body: bytes) -> list[tuple[int, int]]:
-    """(domain id, highest seq received) pairs of a DELIVERED record."""
-    (pairs,) = json.loads(body)
-    return [(int(domain_id), int(seq)) for domain_id, seq in pairs]
+def delivered_marks(body: bytes) -> list[tuple[int, int, int]]:
+    """(domain id, acknowledged seq, handed seq) of a DELIVERED record. A record
+    written before the handed seq was kept holds [domain id, seq]: both."""
+    (rows,) = json.loads(body)
+    return [(int(row[0]), int(row[1]), int(row[-1])) for row in rows]
 
 
 _CONFIG: Final = statecodec.Decoder((DomainConfig,))

@@ -232,6 +232,7 @@ async def start(
             metrics=metrics,
             mailboxes=recovered.mailboxes,
             history=recovered.history,
+            handed=recovered.handed,
         )
     try:
         return await _serve(

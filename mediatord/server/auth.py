@@ -39,6 +39,7 @@ PRINCIPAL_KEY: Final = "x-mediator-principal"
 EVENT_STREAM_KEY: Final = "x-mediator-event-stream"
 LAST_EVENT_KEY: Final = "x-mediator-last-event"
 LAST_EVENT_NONE: Final = "none"  # a new agent's first Attach
+LAST_EVENT_NOTHING: Final = "0"  # an agent that has received nothing, not even the stream
 URI_PREFIX: Final = "mediator://"
 GUEST_SERVICE: Final = "mediator.v1.Guest"
 CONTROL_SERVICE: Final = "mediator.v1.Control"

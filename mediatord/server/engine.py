@@ -21,7 +21,7 @@ import asyncio
 import contextvars
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -89,14 +89,18 @@ class Mailbox:
 
     One Attach reads at a time; a newer Attach takes over from an older one.
     An event handed to a stream may still be lost in the transport when the
-    connection breaks, so an agent that keeps track of what it received says so:
-    its first Attach carries ``x-mediator-last-event: none`` and each later one
-    ``STREAM/SEQ``, acknowledging every event up to SEQ of the numbering STREAM
-    (this mailbox's ``stream_id``, sent in the Attach's initial metadata). The
-    events it was handed beyond SEQ are sent again. A new agent (``none``, or
-    another numbering) acknowledges what earlier readers were handed; an Attach
-    without the header acknowledges each event as its stream takes it (an agent
-    that keeps no sequence numbers cannot say more).
+    connection breaks, so an agent that keeps track of what it received says so
+    (docs/architecture.md, "Attach: a mailbox per domain"): its first Attach
+    carries ``x-mediator-last-event: none``, an Attach again before it learnt the
+    stream ``0``, and each later one ``STREAM/SEQ``, acknowledging every event up
+    to SEQ of the numbering STREAM (this mailbox's ``stream_id``, sent in the
+    Attach's initial metadata). The events it was handed beyond SEQ are sent
+    again. A new agent (``none``, or another numbering) acknowledges what earlier
+    readers were handed; an Attach without the header acknowledges each event as
+    its stream takes it (an agent that keeps no sequence numbers cannot say more).
+
+    The events are those not acknowledged, in order and with consecutive seqs
+    (events only ever leave from the front), so a reader's place is a seq.
     """
 
     def __init__(
@@ -105,17 +109,19 @@ class Mailbox:
         name: str,
         stream_id: str,
         events: Iterable[fx.DomainEvent] = (),
+        *,
         last_seq: int = 0,
+        handed_seq: int = 0,
     ) -> None:
         self.domain_id = domain_id
         self.name = name
         self.stream_id = stream_id
-        # Not yet acknowledged; the first ``_handed`` of them went to the current reader.
         self.events: deque[fx.DomainEvent] = deque(events)
-        self._handed = 0
-        # The highest seq acknowledged (journalled now and then as a `delivered`
-        # mark, so that a restart does not deliver it again).
-        self.acked = 0
+        # The highest seq acknowledged, and the highest a stream finished writing
+        # (both journalled now and then as a `delivered` mark: a restart neither
+        # sends the first again nor gives the second to a new agent).
+        self.acked = self.events[0].seq - 1 if self.events else last_seq
+        self.handed_seq = max(handed_seq, self.acked)
         # The domain's newest event: no agent can have received beyond it.
         self.last_seq = max(last_seq, self.events[-1].seq if self.events else 0)
         self.dropped = 0
@@ -124,23 +130,33 @@ class Mailbox:
         self.shutting_down = False
         self._generation = 0
         self._acking = False  # the current reader acknowledges by seq
+        self._cursor = self.acked  # the current reader has been given every seq up to this
+        self._writing = 0  # the seq a stream is writing now (0: none)
         self._ready = asyncio.Event()
 
     def put(self, event: fx.DomainEvent) -> None:
         if len(self.events) >= MAILBOX_LIMIT:
-            self.events.popleft()
-            if self._handed:
-                self._handed -= 1  # the reader had it: forgotten, not lost
-            else:
+            oldest = self.events.popleft()
+            # One a stream wrote (or is writing) is forgotten, not lost.
+            if oldest.seq > self.handed_seq and oldest.seq != self._writing:
                 self.dropped += 1
                 log.warning("event dropped", domain=self.name, dropped=self.dropped)
         self.events.append(event)
         self.last_seq = event.seq
         self._ready.set()
 
+    def backlog(self) -> int:
+        """Events no stream has written yet (the event backlog gauge)."""
+        return self._after(self.handed_seq)
+
     def waiting(self) -> int:
-        """Events the current reader has not been handed yet."""
-        return len(self.events) - self._handed
+        """Events the current reader has not been given yet."""
+        return self._after(self._cursor)
+
+    def _after(self, seq: int) -> int:
+        if not self.events:
+            return 0
+        return max(0, self.events[-1].seq - max(seq, self.events[0].seq - 1))
 
     def close(self, reason: str, shutting_down: bool = False) -> None:
         self.closed = reason
@@ -151,16 +167,13 @@ class Mailbox:
         """Start a new reader; the previous one (if any) stops at its next event.
         ``acked``: the seq up to which the new reader's agent has every event of
         this stream (None: a new agent, which has none of what earlier readers
-        took). ``acking``: whether it will acknowledge by seq when it attaches
-        again (else each event is acknowledged as the stream takes it)."""
+        were handed). ``acking``: whether it will acknowledge by seq when it
+        attaches again (else each event is acknowledged as the stream takes it)."""
         self._generation += 1
-        if acked is not None:
-            self._acknowledge(acked)
-        elif self._handed:
-            self._acknowledge(self.events[self._handed - 1].seq)
+        self._acknowledge(self.handed_seq if acked is None else acked)
         self._acking = acking or acked is not None
-        # Whatever the previous reader was handed and is not acknowledged goes again.
-        self._handed = 0
+        # Whatever was handed beyond what is acknowledged goes again.
+        self._cursor = self.acked
         self._ready.set()
         return self._generation
 
@@ -171,24 +184,29 @@ class Mailbox:
         events = self.events
         while events and events[0].seq <= seq:
             events.popleft()
-            if self._handed:
-                self._handed -= 1
         self.acked = max(self.acked, seq)
 
     async def follow(self, generation: int) -> AsyncIterator[fx.DomainEvent]:
         """Yield events in order until the mailbox closes or a newer reader takes over."""
+        events = self.events
         while True:
             if self.superseded(generation) or self.closed is not None:
                 return
-            if self._handed >= len(self.events):
+            if not events or events[-1].seq <= self._cursor:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            event = self.events[self._handed]
-            yield event
+            # Past an eviction the next event is the oldest kept (the agent sees the gap).
+            event = events[max(0, self._cursor + 1 - events[0].seq)]
+            self._writing = event.seq
+            try:
+                yield event
+            finally:
+                self._writing = 0
             if self.superseded(generation):
                 return  # the newer reader starts from what is acknowledged: it sends it again
-            self._handed += 1
+            self._cursor = event.seq
+            self.handed_seq = max(self.handed_seq, event.seq)
             if not self._acking:
                 self._acknowledge(event.seq)
 
@@ -236,11 +254,14 @@ class Engine:
         mediator: Mediator,
         boot_effects: Iterable[Effect] = (),
         metrics: Metrics | None = None,
+        *,
         mailboxes: Mailboxes | None = None,
         history: str = "",
+        handed: Mapping[int, int] | None = None,
     ) -> None:
         """``mailboxes``: the queued events of a recovered state (instead of the
-        boot effects of a fresh one). ``history``: what names this numbering of
+        boot effects of a fresh one), and ``handed`` the highest seq of each
+        domain a stream had written. ``history``: what names this numbering of
         events (the journal's; a daemon without one numbers afresh each start)."""
         self.mediator = mediator
         self.history = history or secrets.token_hex(8)
@@ -259,7 +280,8 @@ class Engine:
         # Effects of logged operations, waiting for their record to be durable, with
         # the context of the RPC that caused them (its log fields: request id, rpc).
         self._held: deque[tuple[int, tuple[Effect, ...], contextvars.Context]] = deque()
-        self._marked: dict[int, int] = {}
+        # The (acknowledged, handed) seqs of each domain as last journalled.
+        self._marked: dict[int, tuple[int, int]] = {}
         # Coordinated suspend requests by number: their answers and deadline timers.
         # (A request may end in the core and a new one begin before the first's
         # outcome is durable: each keeps its own.)
@@ -276,8 +298,10 @@ class Engine:
                     self._stream_id(domain_id),
                     events,
                     last_seq=domains[domain_id].event_seq,
+                    handed_seq=(handed or {}).get(domain_id, 0),
                 )
                 self._by_name[name] = box
+                self._marked[domain_id] = (box.acked, box.handed_seq)
 
     def _stream_id(self, domain_id: int) -> str:
         # Domain ids are never reused, so this names one incarnation's numbering.
@@ -290,7 +314,8 @@ class Engine:
 
     def snapshot(self) -> bytes:
         """The state as of the last logged record, with every domain's queued events."""
-        return encode_snapshot(self.mediator, self.queued())
+        handed = {i: m.handed_seq for i, m in self.mailboxes.items()}
+        return encode_snapshot(self.mediator, self.queued(), handed)
 
     def queued(self) -> Mailboxes:
         """Every domain's VcpuEvents not yet received by its agent, as of the last
@@ -305,7 +330,9 @@ class Engine:
     def delivery_marks(self) -> list[records.Record]:
         """A record of the events handed to agents since the last one (if any were)."""
         changed = {
-            i: m.acked for i, m in self.mailboxes.items() if m.acked > self._marked.get(i, 0)
+            i: marks
+            for i, m in self.mailboxes.items()
+            if (marks := (m.acked, m.handed_seq)) != self._marked.get(i, (0, 0))
         }
         if not changed:
             return []
@@ -452,13 +479,15 @@ class Engine:
         return self._by_name.get(domain)
 
     def attach(
-        self, domain: str, last_event: tuple[str, int] | None = None, acking: bool = False
+        self, domain: str, last_event: tuple[str | None, int] | None = None, acking: bool = False
     ) -> tuple[Mailbox, int] | Refused:
         """Take over a domain's events (see :class:`Mailbox`). ``last_event``:
-        (stream id, seq) of the last event the agent has. An agent whose stream
-        id is not this domain's current one (the daemon started afresh without
-        its journal, or the domain was destroyed and made again) is a new agent
-        here. ``acking``: the agent acknowledges by seq (implied by ``last_event``)."""
+        (stream id, seq) of the last event the agent has; (None, 0): it has
+        received nothing, not even the stream id. An agent whose stream id is not
+        this domain's current one (the daemon started afresh without its journal,
+        or the domain was destroyed and made again, or the journal lost records)
+        is a new agent here. ``acking``: the agent acknowledges by seq (implied by
+        ``last_event``)."""
         mailbox = self._mailbox(domain)
         if mailbox is None:
             return Refused(Refusal.UNKNOWN_DOMAIN, f"no domain named {domain!r}")
@@ -466,7 +495,9 @@ class Engine:
         if last_event is not None:
             acking = True
             stream_id, seq = last_event
-            if stream_id != mailbox.stream_id:
+            if stream_id is None:
+                acked = 0  # acknowledges nothing
+            elif stream_id != mailbox.stream_id:
                 log.info(
                     "attached from another event stream",
                     domain=domain,
@@ -482,7 +513,7 @@ class Engine:
             else:
                 acked = seq
         generation = mailbox.take_over(acked, acking)
-        log.info("attached", domain=domain, backlog=mailbox.waiting(), acked=acked)
+        log.info("attached", domain=domain, waiting=mailbox.waiting(), acked=acked)
         return mailbox, generation
 
     def shut_down(self) -> None:
@@ -685,11 +716,13 @@ class Engine:
                     box = Mailbox(
                         effect.domain_id, effect.domain, self._stream_id(effect.domain_id)
                     )
+                    self._marked[effect.domain_id] = (0, 0)
                     self.mailboxes[effect.domain_id] = self._by_name[effect.domain] = box
                     log.info("domain created", domain=effect.domain, domain_id=effect.domain_id)
                 case fx.DomainDestroyed():
                     mailbox = self.mailboxes.pop(effect.domain_id)
                     del self._by_name[mailbox.name]
+                    self._marked.pop(effect.domain_id, None)
                     mailbox.close(f"domain {effect.domain} was destroyed")
                     log.info("domain destroyed", domain=effect.domain)
                 case fx.HostStateChanged():

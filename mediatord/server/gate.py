@@ -89,14 +89,6 @@ class Gate(grpc.aio.ServerInterceptor):
             decision = auth.decide(
                 service, method, principal, target, self._hardware_domain, tls=tls
             )
-        if decision.code is not None:
-            log.warning(
-                "refused",
-                rpc=full,
-                principal=str(principal) if principal else None,
-                code=decision.code.name,
-                reason=decision.message,
-            )
         return decision, principal
 
     def stream_opened(self, principal: Principal) -> bool:
@@ -136,9 +128,12 @@ class Gate(grpc.aio.ServerInterceptor):
         def admit(context: Context) -> tuple[Decision, Principal | None]:
             decision, principal = self.authorize(full, service, method, context)
             self.requests += 1
-            # Every log line of this RPC carries its id, method and caller.
+            # Every log line of this RPC carries its id, method and caller (the
+            # refusal's too, so it is set first).
             logs.RPC.set((self.requests, full, principal))
-            if decision.code is None and decision.target:
+            if decision.code is not None:
+                log.warning("refused", code=decision.code.name, reason=decision.message)
+            elif decision.target:
                 auth.TARGET_DOMAIN.set(decision.target)
             return decision, principal
 

@@ -63,20 +63,27 @@ def fold_mailboxes(mailboxes: Mailboxes, effects: Iterable[fx.Effect], limit: in
 
 
 def encode_snapshot(
-    mediator: Mediator, mailboxes: Mapping[int, tuple[str, Iterable[fx.DomainEvent]]]
+    mediator: Mediator,
+    mailboxes: Mapping[int, tuple[str, Iterable[fx.DomainEvent]]],
+    handed: Mapping[int, int] | None = None,
 ) -> bytes:
+    """``handed``: the highest seq a stream wrote, by domain."""
     body = {
         "format": SNAPSHOT_FORMAT,
         "clock_ns": mediator.clock.now_ns(),
         "mediator": mediator.save_state(),
         "mailboxes": statecodec.encode({i: (n, list(e)) for i, (n, e) in mailboxes.items()}),
+        "handed": statecodec.encode(dict(handed or {})),
     }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode_snapshot(mediator: Mediator, body: bytes, limit: int) -> Mailboxes:
+def decode_snapshot(
+    mediator: Mediator, body: bytes, limit: int
+) -> tuple[Mailboxes, dict[int, int]]:
     """Put ``mediator`` (freshly booted) in the snapshot's state; the snapshot's
-    queued events. Raises statecodec.CodecError."""
+    queued events, and the handed seqs (none in a snapshot written before they
+    were kept). Raises statecodec.CodecError."""
     try:
         data = json.loads(body)
     except ValueError as exc:
@@ -90,7 +97,9 @@ def decode_snapshot(mediator: Mediator, body: bytes, limit: int) -> Mailboxes:
         mediator.clock.set(data["clock_ns"])
         mediator.load_state(data["mediator"])
         decoded = statecodec.Decoder((fx.DomainEvent, *_EVENT_TYPES)).decode(data["mailboxes"])
-        return {i: (name, deque(events, maxlen=limit)) for i, (name, events) in decoded.items()}
+        handed = statecodec.Decoder(()).decode(data.get("handed", {}))
+        mailboxes = {i: (n, deque(events, maxlen=limit)) for i, (n, events) in decoded.items()}
+        return mailboxes, {int(i): int(seq) for i, seq in handed.items()}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # A platform's state of another shape: written by another version.
         raise statecodec.CodecError(f"{type(exc).__name__}: {exc}") from None

@@ -256,7 +256,7 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "mediatord_event_backlog",
             "VcpuEvents waiting for their domain's Attach stream (not yet handed to one).",
-            value=sum(m.waiting() for m in self.engine.mailboxes.values()),
+            value=sum(m.backlog() for m in self.engine.mailboxes.values()),
         )
         yield GaugeMetricFamily(
             "mediatord_event_watchers", "Open WatchEvents streams.", value=len(self.engine.watchers)

@@ -40,6 +40,7 @@ from mediatord.server.journaling import Mailboxes, decode_snapshot, fold_mailbox
 
 JOURNAL_FILE: Final = "journal.db"
 LOCK_FILE: Final = "lock"
+HISTORY_BYTES: Final = 8  # the random id naming a numbering of VcpuEvents
 
 log = logs.get("mediatord.recovery")
 
@@ -133,6 +134,7 @@ class Recovered:
     seconds: float = 0.0
     fresh: bool = False
     history: str = ""
+    handed: dict[int, int] = field(default_factory=dict)  # domain id -> seq a stream wrote
 
     def about(self) -> dict[str, object]:
         """What start found, for ExportState and check-state."""
@@ -161,6 +163,11 @@ def recover(state_dir: Path, board: BoardConfig, clock: Clock, *, repair: bool =
         recovered = _rebuild(state_dir, journal, loaded, board, clock)
         if repair and any(d.where == "records" for d in loaded.damage):
             recovered.quarantined = journal.quarantine(loaded)
+            # The records after the damage are gone, and with them events agents
+            # may have received: the numbering that follows is another history.
+            recovered.history = _new_history(journal)
+        elif repair and not recovered.history:
+            recovered.history = _new_history(journal)  # a journal older than histories
     except BaseException:
         journal.close()
         raise
@@ -205,7 +212,7 @@ def _rebuild(
                 "board_name": board.name,
                 "boot_ns": str(clock.tick()),
                 # Names this journal's numbering of VcpuEvents (see Engine.history).
-                "history": secrets.token_hex(8),
+                "history": secrets.token_hex(HISTORY_BYTES),
             }
         )
     elif stored != digest:
@@ -219,10 +226,11 @@ def _rebuild(
         clock.set(int(journal.meta("boot_ns") or 0))
     mediator, boot_effects = Mediator.boot(board, create_platform(board, clock))
     mailboxes: Mailboxes = {}
+    handed: dict[int, int] = {}
     fold_mailboxes(mailboxes, boot_effects, MAILBOX_LIMIT)
     if loaded.snapshot is not None:
         try:
-            mailboxes = decode_snapshot(mediator, loaded.snapshot, MAILBOX_LIMIT)
+            mailboxes, handed = decode_snapshot(mediator, loaded.snapshot, MAILBOX_LIMIT)
         except statecodec.CodecError as exc:
             raise JournalError(
                 f"the snapshot at record {loaded.snapshot_seq} cannot be read: {exc}; run "
@@ -230,7 +238,7 @@ def _rebuild(
             ) from None
     for record in loaded.records:
         if record.kind == records.DELIVERED:
-            _trim(mailboxes, record.body)
+            _trim(mailboxes, handed, record.body)
             continue
         try:
             effects = records.replay(mediator, clock, record.kind, record.body)
@@ -247,13 +255,21 @@ def _rebuild(
         damage=list(loaded.damage),
         fresh=fresh,
         history=journal.meta("history") or "",
+        handed=handed,
     )
 
 
-def _trim(mailboxes: Mailboxes, body: bytes) -> None:
-    for domain_id, seq in records.delivered_seqs(body):
+def _new_history(journal: Journal) -> str:
+    history = secrets.token_hex(HISTORY_BYTES)
+    journal.set_meta({"history": history})
+    return history
+
+
+def _trim(mailboxes: Mailboxes, handed: dict[int, int], body: bytes) -> None:
+    for domain_id, acked, written in records.delivered_marks(body):
         box = mailboxes.get(domain_id)
         if box is not None:
+            handed[domain_id] = written
             events = box[1]
-            while events and events[0].seq <= seq:
+            while events and events[0].seq <= acked:
                 events.popleft()

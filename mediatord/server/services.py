@@ -23,6 +23,7 @@ from mediatord.server.auth import (
     EVENT_STREAM_KEY,
     LAST_EVENT_KEY,
     LAST_EVENT_NONE,
+    LAST_EVENT_NOTHING,
     TARGET_DOMAIN,
     metadata_value,
 )
@@ -42,6 +43,7 @@ STATUS: Final = {
 }
 CONDUITS: Final = frozenset(pb.Conduit.values())
 MAX_SEQ: Final = 2**64 - 1
+MAX_SHOWN: Final = 64  # of a bad metadata value, in its error
 # A veto's reason is for logs and the operator, not a payload.
 MAX_REASON: Final = 1024
 
@@ -53,19 +55,24 @@ async def refuse(context: Context, refused: Refused, **fields: object) -> NoRetu
     await context.abort(STATUS[refused.reason], refused.message)
 
 
-def parse_last_event(value: str | None) -> tuple[str, int] | Refused | None:
-    """``x-mediator-last-event: STREAM/SEQ`` as (stream id, seq); None if absent
-    or ``none`` (a new agent's first Attach)."""
+def parse_last_event(value: str | None) -> tuple[str | None, int] | Refused | None:
+    """``x-mediator-last-event: STREAM/SEQ`` as (stream id, seq); ``0`` (nothing
+    received yet, not even the stream id) as (None, 0); None if absent or
+    ``none`` (a new agent's first Attach)."""
     if value is None or value == LAST_EVENT_NONE:
         return None
+    if value == LAST_EVENT_NOTHING:
+        return None, 0
     stream_id, slash, seq = value.rpartition("/")
     well_formed = seq.isascii() and seq.isdecimal() and len(seq) <= len(str(MAX_SEQ))
     if not slash or not stream_id or not well_formed or int(seq) > MAX_SEQ:
+        shown = value if len(value) <= MAX_SHOWN else value[:MAX_SHOWN] + "..."
         return Refused(
             Refusal.INVALID_ARGUMENT,
             f"{LAST_EVENT_KEY} must be STREAM/SEQ (the {EVENT_STREAM_KEY} of an earlier "
-            f"Attach and the seq of the last event received from it) or "
-            f"{LAST_EVENT_NONE!r} (nothing received yet), not {value!r}",
+            f"Attach and the seq of the last event received from it), "
+            f"{LAST_EVENT_NOTHING!r} (nothing received, not even the stream) or "
+            f"{LAST_EVENT_NONE!r} (a new agent), not {shown!r}",
         )
     return stream_id, int(seq)
 

@@ -8,10 +8,13 @@ those that were in the transport when its previous stream broke.
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any, Final
 
 import grpc
 import pytest
+from mediator_client.agent import AsyncGuestAgent
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
 
@@ -88,10 +91,11 @@ async def test_another_event_stream_acknowledges_nothing(mediator: Any) -> None:
 async def test_a_malformed_last_event_is_invalid_argument(mediator: Any, value: str) -> None:
     error = await mediator.attach("domu1", last_event=value).error()
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    shown = value if len(value) <= 64 else value[:64] + "..."
     assert error.details() == (
         "x-mediator-last-event must be STREAM/SEQ (the x-mediator-event-stream of an "
-        "earlier Attach and the seq of the last event received from it) or 'none' "
-        f"(nothing received yet), not {value!r}"
+        "earlier Attach and the seq of the last event received from it), '0' (nothing "
+        f"received, not even the stream) or 'none' (a new agent), not {shown!r}"
     )
     # Nothing was taken: the boot START is still there for a proper Attach.
     events = mediator.attach("domu1")
@@ -108,3 +112,72 @@ async def test_a_last_event_beyond_the_domains_newest_is_invalid_argument(mediat
     assert (
         error.details() == f"last event 2 of stream {stream_id} is beyond domu1's newest event (1)"
     )
+
+
+class _BreakingProxy:
+    """A unix-socket proxy that loses, on its first connection, every HTTP/2 frame
+    the server sends on a stream other than 0 (an Attach's headers and events),
+    until that connection is cut; later connections pass everything."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.connections = 0
+        self._first: list[asyncio.StreamWriter] = []
+
+    async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        first = self.connections == 1
+        server_r, server_w = await asyncio.open_unix_connection(self.upstream)
+        if first:
+            self._first = [client_w, server_w]
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                server_w.write(data)
+                await server_w.drain()
+
+        async def downstream() -> None:
+            while True:
+                try:
+                    head = await server_r.readexactly(9)
+                    body = await server_r.readexactly(int.from_bytes(head[:3], "big"))
+                except asyncio.IncompleteReadError:
+                    return
+                if first and int.from_bytes(head[5:9], "big") & 0x7FFF_FFFF:
+                    continue  # lost in the transport
+                client_w.write(head + body)
+                await client_w.drain()
+
+        await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+        for writer in (client_w, server_w):
+            writer.close()
+
+    def cut_first(self) -> None:
+        for writer in self._first:
+            writer.transport.abort()
+
+
+async def test_an_agent_whose_first_attach_broke_unseen_loses_nothing(
+    mediator: Any, socket_dir: Path
+) -> None:
+    """The first Attach wrote the boot START and broke before the agent saw even the
+    initial metadata: the agent attaches again saying it has nothing (``0``), not
+    as a new agent (``none``, which would take the START as its predecessor's)."""
+    proxy = _BreakingProxy(mediator.target.removeprefix("unix:"))
+    path = socket_dir / "proxy.sock"
+    relay = await asyncio.start_unix_server(proxy.handle, path=str(path))
+    agent = AsyncGuestAgent(f"unix:{path}", "domu1", timeout=5)
+    try:
+        agent.start()
+        await _handed_over(mediator, 1)  # the START went to the first stream
+        assert mediator.server.engine.mailboxes[1].handed_seq == 1
+        assert agent.event_stream is None
+        proxy.cut_first()
+        await agent.wait_for(lambda e: e.seq == 1, within=10)
+        await mediator.raise_irq(VTIMER, "domu1", 0)
+        await agent.wait_for(lambda e: e.seq == 2, within=5)
+        assert [e.seq for e in agent.events] == [1, 2]
+        assert proxy.connections == 2
+    finally:
+        await agent.close()
+        relay.close()

@@ -751,7 +751,7 @@ class Reference:
 
     def apply(self, kind: str, body: str) -> None:
         if kind == records.DELIVERED:
-            for domain_id, seq in records.delivered_seqs(body.encode()):
+            for domain_id, seq, _ in records.delivered_marks(body.encode()):
                 if domain_id in self.mailboxes:
                     events = self.mailboxes[domain_id][1]
                     while events and events[0].seq <= seq:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import grpc
 import pytest
 from mediator_client import AsyncGuestAgent, EemiError, Operator, PsciError, eemi, psci, timeline
 from mediator_client.eemi import PmNode
@@ -33,6 +34,7 @@ from processes import stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 from mediatord.api.mediator.v1 import mediator_pb2 as pb
+from mediatord.api.mediator.v1 import mediator_pb2_grpc as pb_grpc
 from mediatord.board import default_board
 from mediatord.core import suspend
 from mediatord.core.clock import ManualClock
@@ -370,6 +372,9 @@ async def test_json_logs_show_the_host_steps_and_the_rpc_context(socket_dir: Pat
         target = f"unix:{socket}"
         async with Operator(target) as op:
             await seed_scenario_real_clock(target, op)
+        async with grpc.aio.insecure_channel(target) as channel:  # no identity: refused
+            with pytest.raises(grpc.aio.AioRpcError):
+                await pb_grpc.GuestStub(channel).Call(pb.SmcCall(function_id=0x8400_0000))
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 15) == 0
 
@@ -402,8 +407,10 @@ async def test_json_logs_show_the_host_steps_and_the_rpc_context(socket_dir: Pat
     assert len({r["request_id"] for r in resume_lines}) == 1
     assert suspend_lines[0]["request_id"] < resume_lines[0]["request_id"]
 
-    # Every line logged inside a Guest.Call carries the calling domain as principal.
-    guest_lines = [r for r in records if r.get("rpc") == "/mediator.v1.Guest/Call"]
+    # Every line logged inside an admitted Guest.Call carries the calling domain as principal.
+    guest_lines = [
+        r for r in records if r.get("rpc") == "/mediator.v1.Guest/Call" and r["event"] != "refused"
+    ]
     assert guest_lines
     for record in guest_lines:
         assert isinstance(record["request_id"], int), record
@@ -413,6 +420,12 @@ async def test_json_logs_show_the_host_steps_and_the_rpc_context(socket_dir: Pat
     assert [(r["domain"], r["api"], r["principal"]) for r in denials] == [
         ("domu1", "REQ_NODE", "domain/domu1")
     ]
+    # The refusal's own line carries its RPC's context too.
+    refused = [r for r in records if r["event"] == "refused" and r["code"] == "UNAUTHENTICATED"]
+    assert [(r["rpc"], r["principal"]) for r in refused] == [
+        ("/mediator.v1.Guest/Call", "local/anonymous")
+    ]
+    assert isinstance(refused[0]["request_id"], int)
     # One request_id per RPC: ids of different RPCs never collide.
     by_id: dict[int, set[str]] = {}
     for record in records:

@@ -83,7 +83,7 @@ async def test_a_superseded_reader_does_not_move_the_new_ones_place() -> None:
     await new.aclose()
 
 
-def test_handed_events_past_the_limit_are_forgotten_not_counted_as_dropped(
+def test_events_a_stream_wrote_are_forgotten_past_the_limit_not_counted_as_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(engine, "MAILBOX_LIMIT", 3)
@@ -93,18 +93,55 @@ def test_handed_events_past_the_limit_are_forgotten_not_counted_as_dropped(
         reader = box.follow(box.take_over(None, acking=True))
         await _take(reader, 3)
         await _take_nothing_more(reader, box)
-        assert box.waiting() == 0
-        box.put(_event(4))  # 1 was received (handed): it makes room silently
-        assert box.dropped == 0
-        assert [e.seq for e in box.events] == [2, 3, 4]
-        await reader.aclose()
-        box.take_over(0, acking=True)  # nothing handed to the new reader: 2 is lost to it
+        assert box.handed_seq == 3
+        assert box.backlog() == 0
+        box.put(_event(4))  # 1 and 2 were written: they make room silently
         box.put(_event(5))
-        assert box.dropped == 1
+        assert box.dropped == 0
         assert [e.seq for e in box.events] == [3, 4, 5]
-        assert box.last_seq == 5
+        await reader.aclose()
+        box.take_over(None, acking=True)  # a new agent: 3 was its predecessor's
+        box.put(_event(6))
+        box.put(_event(7))  # 4 was never written to any stream: lost, and counted
+        assert box.dropped == 1
+        assert [e.seq for e in box.events] == [5, 6, 7]
+        assert box.last_seq == 7
 
     asyncio.run(scenario())
+
+
+def test_evicting_the_event_being_written_skips_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "MAILBOX_LIMIT", 3)
+
+    async def scenario() -> None:
+        box = Mailbox(1, "domu1", "h.1", [_event(s) for s in (1, 2, 3)])
+        reader = box.follow(box.take_over(None, acking=True))
+        assert await _take(reader, 1) == [1]  # 1 is being written
+        box.put(_event(4))  # evicts 1: written (or being written), not dropped
+        assert box.dropped == 0
+        assert await _take(reader, 3) == [2, 3, 4]
+        await reader.aclose()
+
+    asyncio.run(scenario())
+
+
+async def test_after_a_restart_a_new_agent_gets_only_what_no_stream_wrote() -> None:
+    """The mailbox as recovery rebuilds it: events not acknowledged, 1-3 of them
+    written to the last agent's stream before the daemon stopped."""
+    box = Mailbox(1, "domu1", "h.1", [_event(s) for s in (1, 2, 3, 4)], handed_seq=3)
+    assert box.backlog() == 1
+    new = box.follow(box.take_over(None, acking=True))
+    assert await _take(new, 1) == [4]
+    await new.aclose()
+
+
+async def test_an_agent_that_has_nothing_acknowledges_nothing() -> None:
+    """``x-mediator-last-event: 0``: its first Attach broke before it learnt the
+    stream, so even what that stream wrote must come again."""
+    box = Mailbox(1, "domu1", "h.1", [_event(s) for s in (1, 2)], handed_seq=2)
+    again = box.follow(box.take_over(0, acking=True))
+    assert await _take(again, 2) == [1, 2]
+    await again.aclose()
 
 
 async def _take_nothing_more(reader: AsyncIterator[fx.DomainEvent], box: Mailbox) -> None:
