@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from mediatord.server.journaling import (
     Mailboxes,
     encode_snapshot,
     fold_mailboxes,
+    new_history,
 )
 from mediatord.server.metrics import Metrics
 
@@ -264,7 +264,7 @@ class Engine:
         domain a stream had written. ``history``: what names this numbering of
         events (the journal's; a daemon without one numbers afresh each start)."""
         self.mediator = mediator
-        self.history = history or secrets.token_hex(8)
+        self.history = history or new_history()
         self.clock = mediator.clock
         self.metrics = metrics or Metrics()
         self.mailboxes: dict[int, Mailbox] = {}
@@ -669,7 +669,7 @@ class Engine:
         open_request = self.mediator.system.coordination
         if open_request is None or open_request.request != number:
             return  # it ended before its deadline
-        if self.journal is not None and self.journal.failed is not None:
+        if self._unavailable() is not None:
             return
         now = self.clock.tick()
         result = self.mediator.expire_suspend_request()
@@ -716,7 +716,6 @@ class Engine:
                     box = Mailbox(
                         effect.domain_id, effect.domain, self._stream_id(effect.domain_id)
                     )
-                    self._marked[effect.domain_id] = (0, 0)
                     self.mailboxes[effect.domain_id] = self._by_name[effect.domain] = box
                     log.info("domain created", domain=effect.domain, domain_id=effect.domain_id)
                 case fx.DomainDestroyed():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -44,6 +45,11 @@ log = logs.get("mediatord.journal")
 
 # A domain's queued VcpuEvents by domain id: (domain name, events).
 Mailboxes = dict[int, tuple[str, deque[fx.DomainEvent]]]
+
+
+def new_history() -> str:
+    """A new name for a numbering of VcpuEvents (a domain's stream is this and its id)."""
+    return secrets.token_hex(8)
 
 
 class JournalWriteError(Exception):

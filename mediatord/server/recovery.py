@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import tempfile
 import time
@@ -36,11 +35,10 @@ from mediatord.core.mediator import Mediator
 from mediatord.journal import Damage, Journal, JournalError, Loaded
 from mediatord.server import export
 from mediatord.server.engine import MAILBOX_LIMIT
-from mediatord.server.journaling import Mailboxes, decode_snapshot, fold_mailboxes
+from mediatord.server.journaling import Mailboxes, decode_snapshot, fold_mailboxes, new_history
 
 JOURNAL_FILE: Final = "journal.db"
 LOCK_FILE: Final = "lock"
-HISTORY_BYTES: Final = 8  # the random id naming a numbering of VcpuEvents
 
 log = logs.get("mediatord.recovery")
 
@@ -167,7 +165,7 @@ def recover(state_dir: Path, board: BoardConfig, clock: Clock, *, repair: bool =
             # may have received: the numbering that follows is another history.
             recovered.history = _new_history(journal)
         elif repair and not recovered.history:
-            recovered.history = _new_history(journal)  # a journal older than histories
+            recovered.history = _new_history(journal)  # new, or older than histories
     except BaseException:
         journal.close()
         raise
@@ -206,15 +204,9 @@ def _rebuild(
     if fresh:
         if loaded.snapshot is not None or loaded.records:
             raise JournalError("the journal holds records but not the board they are for")
-        journal.set_meta(
-            {
-                "board": digest,
-                "board_name": board.name,
-                "boot_ns": str(clock.tick()),
-                # Names this journal's numbering of VcpuEvents (see Engine.history).
-                "history": secrets.token_hex(HISTORY_BYTES),
-            }
-        )
+        # (Its numbering of VcpuEvents gets a name in recover(), as an older
+        # journal without one does.)
+        journal.set_meta({"board": digest, "board_name": board.name, "boot_ns": str(clock.tick())})
     elif stored != digest:
         raise JournalError(
             f"the journal was written for board {journal.meta('board_name')!r} "
@@ -260,7 +252,7 @@ def _rebuild(
 
 
 def _new_history(journal: Journal) -> str:
-    history = secrets.token_hex(HISTORY_BYTES)
+    history = new_history()
     journal.set_meta({"history": history})
     return history
 
