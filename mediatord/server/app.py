@@ -163,9 +163,12 @@ class Server:
     stopping: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        await asyncio.shield(self._begin_stop(grace))
+
+    def _begin_stop(self, grace: float) -> asyncio.Task[None]:
         if self.stopping is None:
             self.stopping = asyncio.get_running_loop().create_task(self._stop(grace))
-        await asyncio.shield(self.stopping)
+        return self.stopping
 
     async def _stop(self, grace: float) -> None:
         try:
@@ -192,10 +195,7 @@ class Server:
         was durable, which is everything that was answered)."""
         if self.failure is None:
             self.failure = f"the journal could not be written: {error}"
-            if self.stopping is None:
-                self.stopping = asyncio.get_running_loop().create_task(
-                    self._stop(SHUTDOWN_GRACE_SECONDS)
-                )
+            self._begin_stop(SHUTDOWN_GRACE_SECONDS)
 
 
 async def start(
