@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from mediatord.core import effects as fx
 from mediatord.core.eemi import PmApi, PmStatus
 from mediatord.core.mediator import Refused
-from mediatord.core.model import DomainState, HostState, VcpuPower
+from mediatord.core.model import DomainState, HostState, SuspendPolicy, VcpuPower
 from mediatord.core.psci import PsciFn, PsciRet
 from mediatord.core.smccc import SMCCC_ARCH_FEATURES, SMCCC_VERSION, to_signed
 
@@ -167,9 +167,14 @@ class Metrics:
             ("policy", "outcome"),
             registry=r,
         )
-        for policy in ("wait-all", "pause-stragglers", "force"):
-            for outcome in ("ready", "vetoed", "deadline"):
-                self.suspend_requests.labels(policy, outcome)
+        outcomes = (
+            fx.CoordinationOutcome.READY,
+            fx.CoordinationOutcome.VETOED,
+            fx.CoordinationOutcome.DEADLINE,
+        )
+        for policy in SuspendPolicy:
+            for outcome in outcomes:
+                self.suspend_requests.labels(policy.value, outcome.value)
         self._psci_children: dict[tuple[int, str], Any] = {}
 
     # ---- hot path: one dict lookup and an increment per call
