@@ -142,6 +142,7 @@ _PROC_STATE: Final = {
 }
 
 _K = TypeVar("_K")
+_Done = TypeVar("_Done", "Returned", "Raised")
 # The hypervisor's scheduler tick on the generic timer.
 HYP_TIMER_PERIOD_NS: Final = 1_000_000
 
@@ -361,11 +362,7 @@ class Mediator:
                     outcome = NOT_SUPPORTED_OUTCOME  # as for any SMC64 call of AArch32
                 else:
                     outcome = self._scfw(domain, fid, args)
-                if self.system.coordination is not None and isinstance(outcome, Returned):
-                    more: list[Effect] = list(outcome.effects)
-                    coordination.progress(self, more)
-                    return Returned(outcome.regs, tuple(more))
-                return outcome
+                return self._progressed(outcome) if isinstance(outcome, Returned) else outcome
             return NOT_SUPPORTED_OUTCOME
         x1, x2, x3 = (*args[:3], 0, 0, 0)[:3]
         x: Args = (
@@ -451,9 +448,10 @@ class Mediator:
         if (owned := self._owned_elsewhere(device)) is not None:
             return owned
         firmware = self.platform.firmware
-        users = set()
-        for node in _granted_nodes(device):
-            users |= set({} if firmware is None else firmware.node_usage(node))
+        users: set[int] = set()
+        if firmware is not None:
+            for node in _granted_nodes(device):
+                users |= set(firmware.node_usage(node))
         if users:
             return Refused(
                 Refusal.FAILED_PRECONDITION,
@@ -483,6 +481,14 @@ class Mediator:
         fx: list[Effect] = []
         self._unassign(domain, device, fx)
         return Changed(tuple(fx))
+
+    def _progressed(self, result: _Done) -> _Done:
+        """``result`` with what it did to an open coordinated suspend request."""
+        if self.system.coordination is None:
+            return result
+        more = list(result.effects)
+        coordination.progress(self, more)
+        return dataclasses.replace(result, effects=tuple(more))
 
     def _board_device(self, name: str, missing: Refusal) -> Device | Refused:
         device = self.system.devices.get(name)
@@ -600,12 +606,8 @@ class Mediator:
         timer PPI (27) to ``vcpu`` of ``domain_name``. The interrupt goes through
         the platform (GIC, wake logic) first, so it wakes what the hardware wakes."""
         result = self._raise_interrupt(irq, domain_name, vcpu)
-        if self.system.coordination is not None and isinstance(result, Raised):
-            # A wake can bring back a domU that had suspended for the request.
-            more = list(result.effects)
-            coordination.progress(self, more)
-            result = dataclasses.replace(result, effects=tuple(more))
-        return result
+        # A wake can bring back a domU that had suspended for the request.
+        return self._progressed(result) if isinstance(result, Raised) else result
 
     def _raise_interrupt(self, irq: int, domain_name: str, vcpu: int) -> Raised | Refused:
         system = self.system
