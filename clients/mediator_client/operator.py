@@ -49,9 +49,16 @@ class Operator:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _call(self, rpc: Callable[..., Awaitable[T]], request: Message) -> T:
+    async def _call(
+        self, rpc: Callable[..., Awaitable[T]], request: Message, deadline_s: float | None = None
+    ) -> T:
+        """``deadline_s``: the RPC's timeout (default: the operator's)."""
         try:
-            return await rpc(request, metadata=self.metadata, timeout=self.timeout)
+            return await rpc(
+                request,
+                metadata=self.metadata,
+                timeout=self.timeout if deadline_s is None else deadline_s,
+            )
         except grpc.aio.AioRpcError as error:
             raise from_rpc(error) from None
 
@@ -116,12 +123,9 @@ class Operator:
         """Control.RequestSystemSuspend: answered when every domU has suspended (or
         vetoed, or the deadline passed); the call's timeout covers the deadline."""
         request = pb.RequestSystemSuspendRequest(policy=policy, deadline_ms=deadline_ms)
-        try:
-            return await self.stub.RequestSystemSuspend(
-                request, metadata=self.metadata, timeout=self.timeout + deadline_ms / 1000
-            )
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc(error) from None
+        return await self._call(
+            self.stub.RequestSystemSuspend, request, self.timeout + deadline_ms / 1000
+        )
 
     async def export_state(self) -> dict[str, Any]:
         """The whole state as one document (docs/journal.md, "State export")."""
