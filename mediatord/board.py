@@ -199,7 +199,7 @@ def embedded_boards() -> list[str]:
 
 
 def load_board(path: str | Path | None = None) -> BoardConfig:
-    """Read a board file; or an embedded board by name (``zcu102``, ``generic``), the
+    """Read a board file; or an embedded board by name (:func:`embedded_boards`), the
     default one when ``path`` is None. A regular file of that name in the working
     directory wins over the embedded board."""
     if path is None or (not Path(path).is_file() and str(path) in embedded_boards()):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from mediatord import __version__, logs
-from mediatord.board import BoardError, load_board
+from mediatord.board import BoardError, embedded_boards, load_board
 from mediatord.core.config import BoardConfig
 from mediatord.journal import JournalError
 from mediatord.server import app, recovery
@@ -34,8 +34,9 @@ def _board_arg(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         type=Path,
         help="TOML board file (domains, devices, pCPUs), or the name of an embedded board: "
-        "zcu102 (the default: a ZynqMP with dom0, domu1 and domu2) or generic (a QEMU "
-        "virt-like GICv3 board without power firmware); docs/board-file.md",
+        "zcu102 (the default: a ZynqMP with dom0, domu1 and domu2), generic (a QEMU "
+        "virt-like GICv3 board without power firmware) or imx8 (an i.MX8QM whose SCU "
+        "firmware owns resources by partition); docs/board-file.md",
     )
 
 
@@ -151,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-board",
         help="validate a board file",
-        description="Read a board file (or an embedded board: zcu102, generic) and report "
-        "every problem with its key, or print a summary of the board when it is valid.",
+        description=f"Read a board file (or an embedded board: {', '.join(embedded_boards())}) "
+        "and report every problem with its key, or print a summary of the board when it is "
+        "valid.",
     )
     check.add_argument("file", metavar="FILE", type=Path)
 
