@@ -25,7 +25,7 @@ import json
 from collections.abc import Sequence
 from typing import Final
 
-from mediatord.core import eemi, psci, smccc, statecodec
+from mediatord.core import eemi, psci, scfw, smccc, statecodec
 from mediatord.core.clock import Clock
 from mediatord.core.config import DomainConfig
 from mediatord.core.effects import Effect
@@ -107,6 +107,8 @@ def changes_state(function_id: int) -> bool:
     if fid in HANDLERS:
         return fid not in _READ_ONLY_PSCI
     if (fid >> smccc.OWNER_SHIFT) & smccc.OWNER_MASK == smccc.Owner.SIP:
+        if (sc := scfw.decode(fid, ())) is not None:
+            return (sc.svc, sc.func) not in scfw.READ_ONLY
         return fid & eemi.SIP_FUNCTION_MASK not in _READ_ONLY_EEMI
     return False
 

@@ -68,6 +68,19 @@ class RmFunc(IntEnum):
     GET_RESOURCE_OWNER = 33
 
 
+# The calls that only read, the SCFW's state and the mediator's alike (so the
+# journal leaves them out): (service, function).
+READ_ONLY: Final = frozenset(
+    {
+        (Svc.PM, PmFunc.GET_RESOURCE_POWER_MODE),
+        (Svc.PM, PmFunc.IS_PARTITION_STARTED),
+        (Svc.RM, RmFunc.GET_PARTITION),
+        (Svc.RM, RmFunc.IS_RESOURCE_OWNED),
+        (Svc.RM, RmFunc.GET_RESOURCE_OWNER),
+    }
+)
+
+
 class ScErr(IntEnum):
     """sc_err_t (ATF sci/sci_types.h)."""
 

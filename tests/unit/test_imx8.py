@@ -12,12 +12,14 @@ import pytest
 from mediatord.backends import create_platform
 from mediatord.backends.imx8 import Imx8
 from mediatord.board import BoardError, load_board, parse_board
+from mediatord.core import records
 from mediatord.core.clock import ManualClock
 from mediatord.core.config import DomainConfig
 from mediatord.core.mediator import IrqOutcome, Mediator, Raised, Refused, Returned
 
 SET_MODE, GET_MODE = 0xC200_1203, 0xC200_1204
 GET_PARTITION, IS_OWNED, GET_OWNER = 0xC200_1305, 0xC200_130D, 0xC200_1321
+IS_STARTED = 0xC200_1218
 REQ_CPU_LOW_POWER_MODE = 0xC200_1214
 OFF, STBY, LP, ON = 0, 1, 2, 3
 NONE, PARM, NOACCESS, NOTFOUND = 0, 3, 4, 7
@@ -157,3 +159,20 @@ def test_an_imx8_state_survives_a_snapshot(m: Mediator) -> None:
     assert copy.save_state() == m.save_state()
     assert mode(copy, SC_R_UART_1) == LP
     assert mode(copy, SC_R_UART_0) == ON
+
+
+@pytest.mark.parametrize("smc64", [True, False])
+def test_the_scfw_calls_the_journal_leaves_out_change_nothing(m: Mediator, smc64: bool) -> None:
+    """records.changes_state says the SCFW queries change nothing: from every domain,
+    on every resource and partition (and ones out of range), they do not."""
+    sc(m, "domu1", SET_MODE, SC_R_UART_1, LP)
+    sc(m, "dom0", SET_MODE, SC_R_UART_0, OFF)
+    state = m.save_state()
+    queries = (GET_MODE, IS_STARTED, GET_PARTITION, IS_OWNED, GET_OWNER)
+    assert not any(records.changes_state(f) for f in queries)
+    targets = [*(d.node_id for d in BOARD.devices), SC_R_GIC, 0, 2, 3, 31, 546, 2**32 - 1]
+    for fid in queries:
+        for domain in ("dom0", "domu1", "domu2"):
+            for target in targets:
+                m.call(domain, 0, fid if smc64 else fid & ~0x4000_0000, [target, ON, 0, 0])
+    assert m.save_state() == state

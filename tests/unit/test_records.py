@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 from replay_workload import BOARD, DOMAINS, op
 
 from mediatord.backends import create_platform
-from mediatord.core import eemi, psci, records, smccc
+from mediatord.core import eemi, psci, records, scfw, smccc
 from mediatord.core.clock import ManualClock
 from mediatord.core.mediator import HANDLERS, Mediator, Returned
 
+SCFW_CALLS = [scfw.SCFW_BASE | 0xC000_0000 | svc << 8 | func for svc, func in scfw.READ_ONLY]
 READ_ONLY = sorted(
-    f for f in (*HANDLERS, *(0xC200_0000 | api for api in eemi.PmApi))
+    f for f in (*HANDLERS, *(0xC200_0000 | api for api in eemi.PmApi), *SCFW_CALLS)
     if not records.changes_state(f)
 )  # fmt: skip
 
@@ -38,6 +39,11 @@ def test_the_read_only_set_is_what_the_specs_say() -> None:
     assert records.changes_state(psci.PsciFn.CPU_ON_64)
     assert records.changes_state(0xC200_0000 | eemi.PmApi.REQ_NODE)
     assert records.changes_state(0xC200_0000 | eemi.PmApi.IOCTL)  # some IOCTLs write
+    # SCFW (i.MX8): the queries are left out, a power mode change is not.
+    assert sorted(f for f in READ_ONLY if f in SCFW_CALLS) == [
+        0xC200_1204, 0xC200_1218, 0xC200_1305, 0xC200_130D, 0xC200_1321,
+    ]  # fmt: skip
+    assert records.changes_state(0xC200_1203)  # set_resource_power_mode
     assert not records.changes_state(0x8600_0000)  # unknown owner: NOT_SUPPORTED
 
 
